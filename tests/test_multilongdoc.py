@@ -14,6 +14,7 @@ from fret import shards
 from fret.prompts import load_template
 from fret.runner import open_run, run_pipeline
 from fret.stages.e5_records import Invalid
+from fret.stages.mld_export import segment_starts, shuffle_three_segments
 from fret.stages.mld_questions import cut_words, is_prose, paragraphs, parse_question
 
 PIPELINE = Path(__file__).resolve().parent.parent / "pipelines" / "multilongdoc.yaml"
@@ -67,6 +68,36 @@ def test_paragraph_helpers():
     assert cut_words("a  b c", 2) == "a  b"
 
 
+def test_three_segments_at_paragraphs_else_sentences():
+    import random
+
+    paras = "\n\n".join(f"Paragraph {i} says something." for i in range(6))
+    assert segment_starts(paras) == [m for m in range(len(paras)) if paras.startswith("Paragraph", m)][1:]
+    orders = set()
+    for seed in range(30):
+        text, order = shuffle_three_segments(paras, random.Random(seed))
+        assert order != [0, 1, 2] and sorted(order) == [0, 1, 2]
+        assert sorted(text.split("\n\n")) == sorted(paras.split("\n\n"))  # cut at breaks only
+        orders.add(tuple(order))
+    assert len(orders) == 5  # every non-identity order occurs
+    sentences = "One two. Three four! Five six? Seven eight."
+    text, order = shuffle_three_segments(sentences, random.Random(0))
+    assert sorted(text.split()) == sorted(sentences.split()) and text != sentences
+    assert shuffle_three_segments("Only one sentence. And two.", random.Random(0)) is None
+
+
+def test_segment_shuffle_in_export_is_seeded_and_counted(clean_run, tmp_path):
+    clean_dir, _ = clean_run
+    over = FAKE + ["export.shuffle_segments=1.0"]
+    run_pipeline(open_run(PIPELINE, tmp_path, over), progress=False)
+    rows = rows_of(tmp_path, "export")
+    assert [r["query"] for r in rows] == [r["query"] for r in rows_of(clean_dir, "export")]
+    orders = [json.loads(r["meta"])["segment_order"] for r in rows]
+    assert all(o is not None for o in orders) and len({tuple(o) for o in orders}) > 1
+    counts = shards.load_manifest(tmp_path / "export")["totals"]["counts"]
+    assert counts["segments_shuffled"] == len(rows)
+
+
 @pytest.fixture(scope="module")
 def clean_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("mldclean")
@@ -94,7 +125,11 @@ def test_long_documents_questions_and_export(clean_run):
     for u in unified:
         meta = json.loads(u["meta"])
         assert u["task_type"] == "long_doc" and u["source"] == "multilongdoc" and not u["symmetric"]
-        assert u["positive"] == by_id[meta["document_id"]]["text"]  # the whole document
+        text = by_id[meta["document_id"]]["text"]
+        if meta["segment_order"] is None:
+            assert u["positive"] == text  # the whole document
+        else:  # BGE-M3's 0.2% segment shuffle: the same words in another order
+            assert sorted(u["positive"].split()) == sorted(text.split())
         assert len(u["negatives"]) == 1 and u["negatives"][0] != u["positive"]
         assert meta["negative_ids"][0] in by_id
 
