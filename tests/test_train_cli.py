@@ -140,3 +140,17 @@ def test_checkpoint_of_other_settings_is_refused(shards, tmp_path):
     other = apply_overrides([*FAST, "temperature=0.1"])
     with pytest.raises(RuntimeError, match="--restart"):
         train([DataSource(shards)], "default", out, other)
+
+
+def test_finished_training_is_kept_unless_restart(shards, tmp_path):
+    settings = apply_overrides(FAST)
+    out = tmp_path / "done"
+    train([DataSource(shards)], "default", out, settings)
+    before = (out / "model.safetensors").stat().st_mtime_ns
+    seen = []
+    train([DataSource(shards)], "default", out, settings, on_step=lambda s, l: seen.append(s))
+    assert seen == [] and (out / "model.safetensors").stat().st_mtime_ns == before  # same command: nothing to do
+    with pytest.raises(ValueError, match="--restart"):
+        train([DataSource(shards)], "default", out, apply_overrides([*FAST, "max_steps=5"]))
+    train([DataSource(shards)], "default", out, settings, restart=True, on_step=lambda s, l: seen.append(s))
+    assert seen == [1, 2, 3, 4]

@@ -65,6 +65,12 @@ def model_card(record: dict) -> str:
     return "\n".join(lines)
 
 
+def read(output: Path) -> dict | None:
+    """The fret_training.json of a finished training in `output`, or None."""
+    path = output / "fret_training.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def write(output: Path, record: dict) -> None:
     (output / "fret_training.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     (output / "README.md").write_text(model_card(record))

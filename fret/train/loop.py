@@ -127,6 +127,14 @@ def train(sources: list[DataSource], model: str, output: Path, settings: TrainSe
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - settings.warmup_steps))))
     run_id = fingerprint(settings, base, data.lineage, size)
+    finished = None if restart else card.read(output)
+    if finished is not None:
+        if finished.get("fingerprint") == run_id and finished.get("steps") == total:
+            log(f"fret train: {output} already holds this training ({total} steps); --restart trains again")
+            return output
+        raise ValueError(f"{output} holds a finished training with other settings, data or steps "
+                         f"({finished.get('steps')} steps, fingerprint {finished.get('fingerprint')}); "
+                         f"use --restart to replace it, or another --output")
 
     ckpt_root = output / "checkpoints"
     if restart and rank == 0:
