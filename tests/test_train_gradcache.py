@@ -70,3 +70,15 @@ def test_cached_small_chunks_equal_one_plain_pass(encoder):
     cached = run(encoder, cached_step, 2, train_mode=False)
     assert_same(plain, cached, atol=1e-5)
     assert plain[0] > 0
+
+
+def test_host_memory_is_released_on_glibc_cpu():
+    # the bounded peak at large batches (benchmarks/bench_train.py) rests on this call being live
+    import platform
+
+    from fret.train.gradcache import _malloc_trim, release_host_memory
+
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert _malloc_trim() is not None
+    release_host_memory(torch.device("cpu"))
+    release_host_memory(torch.device("meta"))  # not CPU: nothing to do, no error
