@@ -67,6 +67,21 @@ class LoglikRequest:
         return {"kind": "loglik", **asdict(self)}
 
 
+@dataclass(frozen=True)
+class LabelRequest:
+    """log P(label | prompt) for each label of a closed set (a classifier prompt's answers).
+
+    Labels are written as they follow the prompt (" Highly relevant"). Backends that read the
+    answer's top log-probabilities (openai) score each label by its first token, so labels must
+    start with distinct words there; the default scores each whole label with `loglik`.
+    """
+    prompt: str
+    labels: tuple[str, ...]
+
+    def key(self) -> dict:
+        return {"kind": "labels", **asdict(self)}
+
+
 @dataclass
 class Generation:
     text: str
@@ -130,6 +145,16 @@ class LLM:
             out.extend(self.loglik_batch(batch))
         return out
 
+    def label_logprobs(self, requests: Sequence[LabelRequest]) -> list[Loglik]:
+        out: list[Loglik] = []
+        for start in range(0, len(requests), self.batch_size):
+            out.extend(self.label_batch(list(requests[start:start + self.batch_size])))
+        return out
+
+    def has_prompt_logprobs(self) -> bool:
+        """Whether `loglik` works here (an OpenAI-compatible server may have no prompt logprobs)."""
+        return True
+
     def generate_batch(self, batch: list[GenerateRequest]) -> list[Generation]:
         results = self._generate(batch)
         self.usage.calls += len(batch)
@@ -142,6 +167,16 @@ class LLM:
         self.usage.calls += len(batch)
         self.usage.prompt_tokens += sum(r.prompt_tokens + sum(r.n_tokens) for r in results)
         return results
+
+    def label_batch(self, batch: list[LabelRequest]) -> list[Loglik]:
+        results = self._label_logprobs(batch)
+        self.usage.calls += len(batch)
+        self.usage.prompt_tokens += sum(r.prompt_tokens for r in results)
+        return results
+
+    def _label_logprobs(self, batch: list[LabelRequest]) -> list[Loglik]:
+        """Default: each whole label's log-likelihood after the prompt, one `loglik` request."""
+        return self._loglik([LoglikRequest(r.prompt, r.labels) for r in batch])
 
     def _generate(self, batch: list[GenerateRequest]) -> list[Generation]:
         raise NotImplementedError

@@ -15,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
-from .base import LLM, Generation, GenerateRequest, Loglik, LoglikRequest, Usage
+from .base import LLM, Generation, GenerateRequest, LabelRequest, Loglik, LoglikRequest, Usage
 
 
 def request_key(identity: dict, request) -> str:
@@ -48,6 +48,12 @@ class CachedLLM:
 
     def loglik(self, requests: Sequence[LoglikRequest]) -> list[Loglik]:
         return self._run(requests, self.llm.loglik_batch, Loglik)
+
+    def label_logprobs(self, requests: Sequence[LabelRequest]) -> list[Loglik]:
+        return self._run(requests, self.llm.label_batch, Loglik)
+
+    def has_prompt_logprobs(self) -> bool:
+        return self.llm.has_prompt_logprobs()
 
     def _run(self, requests, call_batch, result_type):
         identity = self.llm.identity()
