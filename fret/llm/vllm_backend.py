@@ -1,16 +1,41 @@
 """The `vllm` backend: in-process vLLM for GPU batch work.
 
-`generate` sends the whole batch to `LLM.generate` with one `SamplingParams` per request.
+`generate` sends the whole batch to `LLM.generate` with one `SamplingParams` per request. A
+prompt that leaves fewer than `max_tokens` of `max_length` is cut in the middle (its start, with
+the instruction and BOS, and its end, with the answer cue, are kept; a warning counts them); a
+request that cannot fit at all comes back with finish_reason "prompt_too_long", and the rest of
+the batch is answered (vLLM itself would fail the whole batch with a ValueError).
+
 `loglik` sends token ids tokens(prompt) + tokens(continuation) with `prompt_logprobs=0` (the
-logprob of each actual prompt token) and sums the continuation's positions; automatic prefix
-caching computes the shared few-shot prefix once. vllm is imported only when the backend is built.
+logprob of each actual prompt token) and sums the continuation's positions. vLLM does not read
+its prefix cache for a request that asks for prompt logprobs (`SamplingParams` sets
+`skip_reading_prefix_cache` then: the engine would leave the logprobs of cached positions
+unfilled), so every loglik job prefills its whole prompt; prefix caching serves `generate`.
+
+Token ids follow vLLM's own rules: a plain prompt starts with the special tokens the model's
+tokenizer puts before text (BOS for Llama or Gemma, none for Qwen or SmolLM2), a chat prompt is
+taken as its template renders it, a continuation gets none.
+
+GGUF: vLLM reads a GGUF's weights (in-tree in older releases, through the `vllm-gguf-plugin`
+package since in-tree support was removed) but loads its tokenizer and config from a Hugging
+Face folder; fret exports that folder from the GGUF with transformers, once per file.
+vllm is imported only when the backend is built.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
 from typing import Any, Sequence
 
 from .base import LLM, Generation, GenerateRequest, LLMError, LLMSettings, Loglik, LoglikRequest
-from .hf import common_prefix_len, truncate_prompt
+from .hf import common_prefix_len, resolve_source, truncate_prompt
+
+log = logging.getLogger(__name__)
+PROMPT_TOO_LONG = "prompt_too_long"  # finish_reason of a generate request that cannot fit
 
 
 def sampling_kwargs(r: GenerateRequest) -> dict:
@@ -49,6 +74,117 @@ def structured_kwargs(schema: str) -> dict:
         return {"guided_decoding": GuidedDecodingParams(json=json.loads(schema))}
 
 
+# ---- token ids, as vLLM itself would make them -------------------------------------------
+
+def special_prefix(tok) -> list[int]:
+    """The special tokens the tokenizer puts before any text (`add_special_tokens=True`), never
+    those after it: Llama or Gemma -> [bos id]; Qwen, SmolLM2, GPT-2 -> []; BERT -> [CLS id]."""
+    plain = tok.encode("a", add_special_tokens=False)
+    full = tok.encode("a", add_special_tokens=True)
+    for i in range(len(full) - len(plain) + 1):
+        if full[i:i + len(plain)] == plain:
+            return full[:i]
+    return []
+
+
+def start_token(tok) -> int:
+    """What an empty prompt is conditioned on: BOS, or EOS for a model without one (a BOS id of 0
+    is a BOS)."""
+    return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+
+
+def encode_prompt(tok, text: str, prefix: list[int]) -> list[int]:
+    """A plain prompt's ids: `prefix` (see special_prefix), then the text's own ids; a text that
+    already starts with the prefix (a rendered "<s>...") does not get it twice."""
+    ids = tok.encode(text, add_special_tokens=False)
+    return ids if ids[:len(prefix)] == prefix else prefix + ids
+
+
+def cut_middle(ids: list[int], budget: int) -> list[int]:
+    """Keep the first and last tokens of an over-long prompt, `budget` in all (the start one longer).
+    cut_middle([1, 2, 3, 4, 5, 6, 7], 4) -> [1, 2, 6, 7]; cut_middle([1, 2, 3, 4, 5], 3) -> [1, 2, 5]."""
+    if len(ids) <= budget:
+        return ids
+    head = (budget + 1) // 2
+    return ids[:head] + ids[len(ids) - (budget - head):]
+
+
+# ---- the engine's arguments ---------------------------------------------------------------
+
+def gguf_support() -> str | None:
+    """How the installed vLLM reads GGUF weights: 'in-tree', 'plugin' or None."""
+    import importlib.metadata
+    import importlib.util
+    try:
+        if importlib.util.find_spec("vllm.model_executor.layers.quantization.gguf") is not None:
+            return "in-tree"
+    except ImportError:
+        pass
+    plugins = importlib.metadata.entry_points(group="vllm.general_plugins")
+    return "plugin" if any(ep.name == "gguf" for ep in plugins) else None
+
+
+def local_gguf(source: str, gguf_file: str) -> Path:
+    """The GGUF file on disk: in a local folder, or downloaded from the hub repo `source`."""
+    path = Path(source) / gguf_file
+    if path.is_file():
+        return path
+    from huggingface_hub import hf_hub_download
+    try:
+        return Path(hf_hub_download(source, gguf_file))
+    except (OSError, ValueError) as e:  # offline, unknown repo or file (hub errors are OSErrors)
+        raise LLMError(f"cannot find GGUF file {gguf_file!r} in {source!r}: {e}") from e
+
+
+def gguf_cache_root() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "fret" / "gguf-hf"
+
+
+def export_gguf_tokenizer(gguf: Path, root: Path | None = None) -> Path:
+    """A Hugging Face folder (tokenizer files and config.json) made from a GGUF file's metadata,
+    which is what vLLM loads a GGUF's tokenizer (and, with the plugin, its config) from. Made
+    once per file (keyed by path, size and modification time); the folder is renamed into place
+    when complete, so an interrupted export is redone."""
+    gguf = Path(gguf).resolve()
+    st = gguf.stat()
+    key = hashlib.sha256(f"{gguf}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    out = (root or gguf_cache_root()) / f"{gguf.stem}-{key}"
+    if out.is_dir():
+        return out
+    from transformers import AutoConfig, AutoTokenizer
+    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
+        AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
+    except (OSError, ValueError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise LLMError(f"cannot read the tokenizer of {gguf} with transformers: {e}") from e
+    (tmp / "fret_source.json").write_text(json.dumps({"gguf": str(gguf), "size": st.st_size}))
+    try:
+        tmp.rename(out)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def engine_kwargs(settings: LLMSettings, export_root: Path | None = None) -> dict:
+    """Keyword arguments of `vllm.LLM` for these settings; `llm.extra.engine_args` wins.
+    A GGUF model is given as its file, with the exported folder as tokenizer (see above)."""
+    source, gguf = resolve_source(settings)
+    kwargs: dict[str, Any] = {
+        "model": source, "dtype": settings.dtype, "tensor_parallel_size": settings.tensor_parallel_size,
+        "gpu_memory_utilization": settings.gpu_memory_utilization,
+        "max_model_len": settings.max_length, "enable_prefix_caching": True, "seed": 0}
+    user = dict(settings.extra.get("engine_args", {}))
+    if gguf:
+        path = local_gguf(source, gguf)
+        kwargs["model"] = str(path)
+        if "tokenizer" not in user:
+            kwargs["tokenizer"] = str(export_gguf_tokenizer(path, export_root))
+    return {**kwargs, **user}
+
+
 class VLLMLLM(LLM):
     name = "vllm"
 
@@ -61,56 +197,74 @@ class VLLMLLM(LLM):
         self._engine = None
 
     def identity(self) -> dict:
-        return {**super().identity(), "dtype": self.settings.dtype, "max_length": self.settings.max_length}
+        # special_tokens: prompts start with the model's own BOS (earlier versions sent none)
+        return {**super().identity(), "dtype": self.settings.dtype, "max_length": self.settings.max_length,
+                "special_tokens": "model"}
 
     @property
     def engine(self):
         if self._engine is None:
             from vllm import LLM as Engine
-            from .hf import resolve_source
-            source, gguf = resolve_source(self.settings)
-            model = f"{source}/{gguf}" if gguf else source
-            self._engine = Engine(
-                model=model, tokenizer=source, dtype=self.settings.dtype,
-                tensor_parallel_size=self.settings.tensor_parallel_size,
-                gpu_memory_utilization=self.settings.gpu_memory_utilization,
-                max_model_len=self.settings.max_length, enable_prefix_caching=True, seed=0,
-                **self.settings.extra.get("engine_args", {}))
+            kwargs = engine_kwargs(self.settings)
+            if str(kwargs["model"]).endswith(".gguf") and gguf_support() is None:
+                import vllm
+                raise LLMError(
+                    f"vLLM {getattr(vllm, '__version__', '?')} has no GGUF support (it left vLLM's "
+                    "own tree, vllm-project/vllm#39583): pip install vllm-gguf-plugin, or set "
+                    "llm.model to a safetensors model, e.g. HuggingFaceTB/SmolLM2-135M-Instruct")
+            self._engine = Engine(**kwargs)
         return self._engine
 
-    def _encode(self, text: str) -> list[int]:
-        return self.engine.get_tokenizer().encode(text, add_special_tokens=False)
+    def _prompt_ids(self, tok, prefix: list[int], r: GenerateRequest) -> list[int]:
+        if r.messages is not None:  # as vLLM's chat: the template writes any BOS itself
+            messages = [{"role": role, "content": content} for role, content in r.messages]
+            text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            return tok.encode(text, add_special_tokens=False)
+        if r.prompt is None:
+            raise LLMError("a generate request needs a prompt or messages")
+        return encode_prompt(tok, r.prompt, prefix) or [start_token(tok)]
 
     def _generate(self, batch: list[GenerateRequest]) -> list[Generation]:
         from vllm import SamplingParams
         tok = self.engine.get_tokenizer()
-        prompts, params = [], []
-        for r in batch:
-            if r.messages is not None:
-                messages = [{"role": role, "content": content} for role, content in r.messages]
-                text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-            elif r.prompt is not None:
-                text = r.prompt
-            else:
-                raise LLMError("a generate request needs a prompt or messages")
-            prompts.append({"prompt_token_ids": self._encode(text)})
+        prefix = special_prefix(tok)
+        out: list[Generation | None] = [None] * len(batch)
+        prompts, params, sent, cut = [], [], [], 0
+        for i, r in enumerate(batch):
+            ids = self._prompt_ids(tok, prefix, r)
+            budget = self.settings.max_length - r.max_tokens  # vLLM: prompt + answer <= max_model_len
+            if budget < 1:
+                out[i] = Generation(text="", prompt_tokens=len(ids), finish_reason=PROMPT_TOO_LONG)
+                continue
+            if len(ids) > budget:
+                ids, cut = cut_middle(ids, budget), cut + 1
+            prompts.append({"prompt_token_ids": ids})
             extra = structured_kwargs(r.json_schema) if r.json_schema else {}
             params.append(SamplingParams(**sampling_kwargs(r), **extra))
-        outs = self.engine.generate(prompts, params, use_tqdm=False)
-        return [Generation(text=o.outputs[0].text, prompt_tokens=len(o.prompt_token_ids),
-                           completion_tokens=len(o.outputs[0].token_ids),
-                           finish_reason=o.outputs[0].finish_reason or "") for o in outs]
+            sent.append(i)
+        if cut or len(sent) < len(batch):
+            log.warning("vllm: %d prompt(s) cut in the middle to fit max_length %d with their max_tokens; "
+                        "%d request(s) answered %r (max_tokens >= max_length)", cut, self.settings.max_length,
+                        len(batch) - len(sent), PROMPT_TOO_LONG)
+        outs = self.engine.generate(prompts, params, use_tqdm=False) if prompts else []
+        for i, o in zip(sent, outs):
+            out[i] = Generation(text=o.outputs[0].text, prompt_tokens=len(o.prompt_token_ids),
+                                completion_tokens=len(o.outputs[0].token_ids),
+                                finish_reason=o.outputs[0].finish_reason or "")
+        return out  # type: ignore[return-value]
 
     def _loglik(self, batch: list[LoglikRequest]) -> list[Loglik]:
         from vllm import SamplingParams
         tok = self.engine.get_tokenizer()
-        prompts = [self._encode(r.prompt) or [tok.bos_token_id or tok.eos_token_id] for r in batch]
-        conts = [[self._encode(c) for c in r.continuations] for r in batch]
+        prefix = special_prefix(tok)
+        prompts = [encode_prompt(tok, r.prompt, prefix) or [start_token(tok)] for r in batch]
+        conts = [[tok.encode(c, add_special_tokens=False) for c in r.continuations] for r in batch]
         shared = common_prefix_len(prompts) if len(prompts) > 1 else 0  # the same cut rule as hf
-        shared = min(shared, min(len(p) for p in prompts) - 1)
+        shared = max(min(shared, min(len(p) for p in prompts) - 1), len(prefix))  # BOS stays
         jobs, starts = [], []
         for i, p in enumerate(prompts):
-            budget = self.settings.max_length - max((len(c) for c in conts[i]), default=0)
+            # one position is left for the token vLLM generates (prompt == max_model_len is refused)
+            budget = self.settings.max_length - 1 - max((len(c) for c in conts[i]), default=0)
             prompts[i] = truncate_prompt(p, shared, budget)
             for c in conts[i]:
                 jobs.append(prompts[i] + c)
