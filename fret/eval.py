@@ -1,7 +1,12 @@
 """`fret eval`: evaluate any embedding model on retrieval, STS, classification and bitext data.
 
 fret eval --model MODEL (--retrieval BEIR_DIR|SQUAD_JSON | --sts STS_FILE | --classification CSV_DIR
-          | --bitext SRC TGT) [--corpus-from SQUAD_JSON] [--dims 384,128] [--task TEXT] [--json FILE]
+          | --bitext SRC TGT) [--corpus-from SQUAD_JSON] [--dims 384,128] [--task TEXT | --no-format]
+          [--rerank PIPELINE --run-dir DIR [--top-n N] [--set KEY=VALUE]] [--json FILE]
+
+Inputs are formatted the way the model was trained: a fret-trained model's recorded formatting,
+else the model's own sentence-transformers `query`/`document` prompts, else not at all. `--task`
+formats Gecko-style with that task instead; `--no-format` feeds the texts as they are.
 
 Every task option may repeat. The readers are in fret.evaluation.readers and the metrics in
 fret.evaluation.tasks; recipes call those functions directly.
@@ -14,7 +19,11 @@ import random
 import sys
 from pathlib import Path
 
-from fret.evaluation import readers, tasks
+from typing import Optional
+
+from fret.bundled import resolve_embedder
+from fret.evaluation import readers, tasks, teacher
+from fret.formatting import Formatting, gecko, recorded
 
 HEADLINE = {"retrieval": "ndcg@10", "sts": "spearman", "classification": "accuracy", "bitext": "accuracy"}
 
@@ -40,13 +49,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--bitext", action="append", default=[], nargs=2, type=Path, metavar=("SRC", "TGT"),
                    help="aligned texts: two line-per-sentence files or two XQuAD JSON files (questions)")
     p.add_argument("--dims", type=parse_dims, help="Matryoshka dims to evaluate (default: recorded ones, else full)")
-    p.add_argument("--task", help="format inputs as Gecko does: 'task: TASK | query: ...' and 'title: ... | text: ...'")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--task", help="format inputs as Gecko does: 'task: TASK | query: ...' and 'title: ... | text: ...' "
+                     "(default: the formatting the model records)")
+    how.add_argument("--no-format", action="store_true", help="feed texts as they are, whatever the model records")
     p.add_argument("--limit", type=int, help="use only the first N queries / pairs / sentences, or a seeded sample of N rows per classification split")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", help="cpu, cuda, ... (default: what sentence-transformers picks)")
     p.add_argument("--mcls", type=int, metavar="WINDOW",
                    help="BGE-M3 MCLS pooling for long inputs: a CLS token every WINDOW tokens (e.g. 256)")
     p.add_argument("--json", type=Path, help="write the figures here")
+    teacher.add_arguments(p)
     return p
 
 
@@ -62,9 +75,21 @@ def _sample(texts: list, labels: list, n, seed: int = 0) -> tuple[list, list]:
     return [texts[i] for i in keep], [labels[i] for i in keep]
 
 
-def run_all(args, model) -> list[dict]:
+def choose_formatting(model: str, task: Optional[str] = None, no_format: bool = False
+                      ) -> tuple[Optional[Formatting], str]:
+    """(formatting, one line saying which and why) for evaluating `model`."""
+    if no_format:
+        return None, "none (--no-format)"
+    if task:
+        found = gecko(task)
+        return found, f"{found.describe()} (--task)"
+    found, origin = recorded(Path(resolve_embedder(model)))
+    return found, f"{found.describe()} ({origin})" if found else f"none ({origin})"
+
+
+def run_all(args, model, formatting: Optional[Formatting]) -> list[dict]:
     dims, rows = args.dims, []
-    common = dict(dims=dims, task=args.task, batch_size=args.batch_size)
+    common = dict(dims=dims, formatting=formatting, batch_size=args.batch_size)
 
     def add(kind, data, figures):
         for dim, metrics in figures.items():
@@ -110,8 +135,12 @@ def main(argv: list[str]) -> int:
     if args.dims is None:
         args.dims = tasks.recorded_dims(args.model)
     try:
+        formatting, which = choose_formatting(args.model, args.task, args.no_format)
+        print(f"fret eval: formatting {which}", file=sys.stderr)
         model = tasks.load_model(args.model, args.device, args.mcls)
-        rows = run_all(args, model)
+        rows = run_all(args, model, formatting)
+        if args.rerank:
+            rows += teacher.run(args, model, formatting)
     except readers.EvalDataError as err:
         print(f"fret eval: {err}", file=sys.stderr)
         return 1
@@ -121,7 +150,7 @@ def main(argv: list[str]) -> int:
     print(table(rows))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"model": args.model, "results": rows}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"model": args.model, "formatting": which, "results": rows}, indent=2) + "\n")
     return 0
 
 

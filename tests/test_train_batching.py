@@ -2,7 +2,8 @@
 import random
 
 from fret.train.batching import auto_batch_size, example_length, plan_epoch
-from fret.train.data import Example, format_query, format_target, parse_data_arg, reweight
+from fret.formatting import gecko
+from fret.train.data import Example, Pair, format_examples, parse_data_arg, reweight, task_summary
 
 
 def examples(n=200):
@@ -50,10 +51,18 @@ def test_folder_weights_and_formatting():
     ex = examples(10)
     assert len(reweight(ex, 2.5, random.Random(0))) == 25
     assert len(reweight(ex, 0.3, random.Random(0))) == 3
-    assert format_query("Find it", "who?") == "task: Find it | query: who?"
-    assert format_target("Find it", "body", None, symmetric=False) == "title: none | text: body"
-    assert format_target("Find it", "body", "T", symmetric=False) == "title: T | text: body"
-    assert format_target("Find it", "body", "T", symmetric=True) == "task: Find it | query: body"
+    f = gecko("Default")
+    assert f.format_query("who?", "Find it") == "task: Find it | query: who?"
+    assert f.format_query("who?") == "task: Default | query: who?"
+    assert f.format_document("body", None) == "title: none | text: body"
+    assert f.format_document("body", "T") == "title: T | text: body"
+    assert f.format_document("body", "T", "Find it", symmetric=True) == "task: Find it | query: body"
+    pairs = [Pair("A", "q1", "p1", "T1", ["n1", "n2"], ["N1"], task_type="qa"),
+             Pair("A", "q2", "p2", task_type="qa"), Pair("B", "q3", "p3", symmetric=True, task_type="sts")]
+    assert task_summary(pairs) == ("A", {"qa": "A", "sts": "B"})
+    first, _, third = format_examples(pairs, f)
+    assert first.negatives == ["title: N1 | text: n1", "title: none | text: n2"]  # missing titles: none
+    assert third.positive == "task: B | query: p3"
 
 
 def test_auto_batch_size_fits_memory_and_data():

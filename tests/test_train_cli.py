@@ -67,7 +67,7 @@ def test_bad_setting_is_one_line_error_exit_2(shards, tmp_path, capsys):
 
 def test_overrides_parse_types():
     s = apply_overrides(["matryoshka_dims=384,128", "temperature=0.02", "format=false", "max_steps=null"])
-    assert s.matryoshka_dims == [384, 128] and s.temperature == 0.02 and s.format is False and s.max_steps is None
+    assert s.matryoshka_dims == [384, 128] and s.temperature == 0.02 and s.format == "plain" and s.max_steps is None
 
 
 def test_train_writes_loadable_model_with_card(shards, tmp_path):
@@ -154,3 +154,59 @@ def test_finished_training_is_kept_unless_restart(shards, tmp_path):
         train([DataSource(shards)], "default", out, apply_overrides([*FAST, "max_steps=5"]))
     train([DataSource(shards)], "default", out, settings, restart=True, on_step=lambda s, l: seen.append(s))
     assert seen == [1, 2, 3, 4]
+
+
+def test_model_carries_its_formatting_and_eval_uses_it(shards, tmp_path, capsys):
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from conftest import EVALDATA
+    from fret import eval as fret_eval
+
+    out = tmp_path / "gecko"
+    assert cli.main(["--data", str(shards), "--output", str(out), "--set", "format=gecko",
+                     *(f"--set={x}" for x in FAST)]) == 0
+    assert "formatting gecko" in capsys.readouterr().err
+    model = SentenceTransformer(str(out), device="cpu")
+    assert model.prompts == {"query": f"task: {TASK} | query: ", "document": "title: none | text: ",
+                             "query_qa": f"task: {TASK} | query: "}
+    # encode_query / encode_document reproduce the training formatting
+    assert np.allclose(model.encode_query(["a painting"]), model.encode([f"task: {TASK} | query: a painting"]), atol=1e-6)
+    assert np.allclose(model.encode_document(["a film"]), model.encode(["title: none | text: a film"]), atol=1e-6)
+    card = (out / "README.md").read_text()
+    assert "model.encode_query(" in card and "model.encode_document(" in card and TASK in card
+    # fret eval: the recorded formatting by default, --task overrides it, --no-format turns it off
+    found, which = fret_eval.choose_formatting(str(out))
+    assert found.format_query("x") == f"task: {TASK} | query: x" and "recorded by fret train" in which
+    assert found.format_document("body", "T") == "title: T | text: body"  # titles kept where known
+    assert fret_eval.choose_formatting(str(out), task="Other")[0].format_query("x") == "task: Other | query: x"
+    assert fret_eval.choose_formatting(str(out), no_format=True)[0] is None
+    assert fret_eval.choose_formatting("default")[0] is None  # MiniLM declares no prompts
+    sts = EVALDATA / "stsb" / "sts-dev.csv"
+    assert fret_eval.main(["--model", str(out), "--sts", str(sts), "--limit", "8"]) == 0
+    assert f"formatting gecko ('task: {TASK} | query: QUERY'" in capsys.readouterr().err
+
+
+def test_formatting_choice_follows_settings_and_base_model(tmp_path):
+    import shutil
+
+    from fret.bundled import minilm_dir
+    from fret.train.data import Pair
+    from fret.train.loop import AUTO_FORMAT, resolve_formatting
+
+    pairs = [Pair(TASK, "q", "p", task_type="qa")]
+    plain_base = str(minilm_dir())
+    assert resolve_formatting(apply_overrides([]), plain_base, pairs).style == AUTO_FORMAT
+    e5 = resolve_formatting(apply_overrides(["format=prompts"]), plain_base, pairs)
+    assert (e5.format_query("who?"), e5.format_document("body", "T")) == ("query: who?", "passage: body")
+    custom = resolve_formatting(apply_overrides(["format=prompts", "query_prompt=Q {x}: "]), plain_base, pairs)
+    assert custom.format_query("who?") == "Q {x}: who?"  # braces in a prompt are literal
+    assert resolve_formatting(apply_overrides(["format=gecko", "default_task=Mine"]), plain_base,
+                              pairs).format_query("x") == "task: Mine | query: x"
+    # a base model with prompts of its own is trained with them under format=auto
+    own = tmp_path / "own"
+    shutil.copytree(plain_base, own)
+    cfg = own / "config_sentence_transformers.json"
+    cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "prompts": {"query": "Represent: ", "passage": "Doc: "}}))
+    mine = resolve_formatting(apply_overrides([]), str(own), pairs)
+    assert (mine.style, mine.format_query("x"), mine.format_document("y")) == ("prompts", "Represent: x", "Doc: y")

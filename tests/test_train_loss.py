@@ -93,3 +93,20 @@ def test_prefinetune_is_plain_in_batch_infonce():
     logits = F.normalize(q, dim=-1) @ F.normalize(p, dim=-1).T / 0.05
     expected = F.cross_entropy(logits, torch.arange(4))
     assert float(GeckoLoss(0.05, same_tower=False)(q, p)) == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_sibling_queries_sharing_a_positive_are_not_same_tower_negatives():
+    torch.manual_seed(4)
+    q, p = torch.randn(3, 8), torch.randn(3, 8)
+    q_ids, p_ids = text_ids(["q0", "q1", "q2"]), text_ids(["para", "para", "other"])  # q0, q1 ask about one paragraph
+    got = GeckoLoss(0.05)(q, p, q_ids=q_ids, p_ids=p_ids)
+    qn, pn = F.normalize(q, dim=-1), F.normalize(p, dim=-1)
+    expected = 0.0
+    for i in range(3):
+        cand_p = [j for j in range(3) if j == i or p_ids[j] != p_ids[i]]
+        cand_q = [j for j in range(3) if j != i and p_ids[j] != p_ids[i]]
+        logits = torch.cat([qn[i] @ pn[cand_p].T, qn[i] @ qn[cand_q].T]) / 0.05
+        expected += -(qn[i] @ pn[i] / 0.05 - torch.logsumexp(logits, 0))
+    assert float(got) == pytest.approx(float(expected) / 3, rel=1e-5)
+    kept = GeckoLoss(0.05, mask_siblings=False)(q, p, q_ids=q_ids, p_ids=p_ids)
+    assert float(kept) != pytest.approx(float(got))

@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from fret.evaluation.readers import Retrieval
+from fret.formatting import Formatting
 
 
 def load_model(name: str, device: Optional[str] = None, mcls_window: Optional[int] = None):
@@ -53,12 +53,12 @@ def _dims(emb: np.ndarray, dims: Optional[Sequence[int]]) -> list[int]:
     return chosen
 
 
-def fmt_query(task: Optional[str], text: str) -> str:
-    return text if task is None else f"task: {task} | query: {text}"
+def fmt_query(formatting: Optional[Formatting], text: str) -> str:
+    return text if formatting is None else formatting.format_query(text)
 
 
-def fmt_doc(task: Optional[str], title: Optional[str], text: str) -> str:
-    return text if task is None else f"title: {title or 'none'} | text: {text}"
+def fmt_doc(formatting: Optional[Formatting], title: Optional[str], text: str) -> str:
+    return text if formatting is None else formatting.format_document(text, title)
 
 
 def top_k(q: np.ndarray, d: np.ndarray, k: int, block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
@@ -76,13 +76,13 @@ def top_k(q: np.ndarray, d: np.ndarray, k: int, block: int = 1024) -> tuple[np.n
 
 
 def evaluate_retrieval(model, corpus: dict, queries: dict, qrels: dict, dims: Optional[Sequence[int]] = None,
-                       task: Optional[str] = None, batch_size: int = 64) -> dict[int, dict[str, float]]:
+                       formatting: Optional[Formatting] = None, batch_size: int = 64) -> dict[int, dict[str, float]]:
     """nDCG@10, Recall@100 and MRR@10 (pytrec_eval) of exact cosine search over the corpus."""
     import pytrec_eval
 
     doc_ids, qids = list(corpus), [q for q in queries if q in qrels]
-    d_emb = encode(model, [fmt_doc(task, *corpus[i]) for i in doc_ids], batch_size)
-    q_emb = encode(model, [fmt_query(task, queries[q]) for q in qids], batch_size)
+    d_emb = encode(model, [fmt_doc(formatting, *corpus[i]) for i in doc_ids], batch_size)
+    q_emb = encode(model, [fmt_query(formatting, queries[q]) for q in qids], batch_size)
     results = {}
     for dim in _dims(d_emb, dims):
         scores, index = top_k(truncate(q_emb, dim), truncate(d_emb, dim), 100)
@@ -100,17 +100,13 @@ def evaluate_retrieval(model, corpus: dict, queries: dict, qrels: dict, dims: Op
     return results
 
 
-def evaluate_retrieval_data(model, data: Retrieval, dims=None, task=None, batch_size=64):
-    return evaluate_retrieval(model, data.corpus, data.queries, data.qrels, dims, task, batch_size)
-
-
 def evaluate_sts(model, pairs: Sequence[tuple[str, str, float]], dims: Optional[Sequence[int]] = None,
-                 task: Optional[str] = None, batch_size: int = 64) -> dict[int, dict[str, float]]:
+                 formatting: Optional[Formatting] = None, batch_size: int = 64) -> dict[int, dict[str, float]]:
     """Spearman correlation (x100) between cosine similarity and gold scores."""
     from scipy.stats import spearmanr
 
-    a = encode(model, [fmt_query(task, p[0]) for p in pairs], batch_size)
-    b = encode(model, [fmt_query(task, p[1]) for p in pairs], batch_size)
+    a = encode(model, [fmt_query(formatting, p[0]) for p in pairs], batch_size)
+    b = encode(model, [fmt_query(formatting, p[1]) for p in pairs], batch_size)
     gold = np.array([p[2] for p in pairs])
     results = {}
     for dim in _dims(a, dims):
@@ -120,13 +116,13 @@ def evaluate_sts(model, pairs: Sequence[tuple[str, str, float]], dims: Optional[
 
 
 def evaluate_classification(model, train: tuple[list[str], list[str]], test: tuple[list[str], list[str]],
-                            dims: Optional[Sequence[int]] = None, task: Optional[str] = None,
+                            dims: Optional[Sequence[int]] = None, formatting: Optional[Formatting] = None,
                             batch_size: int = 64, seed: int = 0) -> dict[int, dict[str, float]]:
     """Accuracy (x100) of a logistic-regression probe trained on train-split embeddings."""
     from sklearn.linear_model import LogisticRegression
 
-    x_train = encode(model, [fmt_query(task, t) for t in train[0]], batch_size)
-    x_test = encode(model, [fmt_query(task, t) for t in test[0]], batch_size)
+    x_train = encode(model, [fmt_query(formatting, t) for t in train[0]], batch_size)
+    x_test = encode(model, [fmt_query(formatting, t) for t in test[0]], batch_size)
     results = {}
     for dim in _dims(x_train, dims):
         probe = LogisticRegression(max_iter=1000, random_state=seed)
@@ -137,10 +133,10 @@ def evaluate_classification(model, train: tuple[list[str], list[str]], test: tup
 
 
 def evaluate_bitext(model, src: Sequence[str], tgt: Sequence[str], dims: Optional[Sequence[int]] = None,
-                    task: Optional[str] = None, batch_size: int = 64) -> dict[int, dict[str, float]]:
+                    formatting: Optional[Formatting] = None, batch_size: int = 64) -> dict[int, dict[str, float]]:
     """Accuracy (x100) of nearest-neighbour translation matching, both directions and their mean."""
-    a = encode(model, [fmt_query(task, t) for t in src], batch_size)
-    b = encode(model, [fmt_query(task, t) for t in tgt], batch_size)
+    a = encode(model, [fmt_query(formatting, t) for t in src], batch_size)
+    b = encode(model, [fmt_query(formatting, t) for t in tgt], batch_size)
     gold = np.arange(len(src))
     results = {}
     for dim in _dims(a, dims):

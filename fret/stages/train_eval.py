@@ -80,18 +80,19 @@ class EvalStage(Stage):
         return list(range(len(self.settings.models)))
 
     def process(self, index: int) -> ShardOutput:
-        from ..eval import run_all
+        from ..eval import choose_formatting, run_all
         from ..evaluation import tasks
         s = self.settings
         name = s.models[index]
         path = self.ctx.read_shard("train", 0)[0]["model_path"] if name == "trained" else name
         args = argparse.Namespace(
-            dims=s.dims or tasks.recorded_dims(path), task=s.task, batch_size=s.batch_size,
+            dims=s.dims or tasks.recorded_dims(path), batch_size=s.batch_size,
             retrieval=[Path(p) for p in s.retrieval], split=s.split, limit=s.limit,
             corpus_from=Path(s.corpus_from) if s.corpus_from else None,
             sts=[Path(p) for p in s.sts], classification=[Path(p) for p in s.classification],
             bitext=[tuple(Path(p) for p in pair) for pair in s.bitext])
-        results = run_all(args, tasks.load_model(path))
+        formatting, _ = choose_formatting(path, s.task)
+        results = run_all(args, tasks.load_model(path), formatting)
         rows = [{"id": stable_id(name, r["task"], r["data"], r["dim"], k), "model": name,
                  "task": r["task"], "data": r["data"], "dim": int(r["dim"]), "metric": k,
                  "value": float(v)}

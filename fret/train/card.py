@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from fret.formatting import Formatting, from_record
+
 
 def versions() -> dict:
     import sentence_transformers
@@ -17,14 +19,12 @@ def versions() -> dict:
 
 
 def training_record(base_model: str, settings: dict, lineage: list[dict], steps: int, dim: int,
-                    pooling: str, losses: list[float], fingerprint: str) -> dict:
+                    pooling: str, losses: list[float], fingerprint: str, formatting: Formatting) -> dict:
     dims = settings["matryoshka_dims"] or [dim]
     return {"base_model": base_model, "embedding_dim": dim, "matryoshka_dims": dims,
             "pooling": pooling, "steps": steps, "settings": settings, "data": lineage,
             "fingerprint": fingerprint, "final_loss": losses[-1] if losses else None,
-            "formatting": {"query": "task: {task} | query: {query}",
-                           "symmetric_target": "task: {task} | query: {target}",
-                           "asymmetric_target": "title: {title} | text: {target}"} if settings["format"] else None,
+            "formatting": formatting.to_dict(),
             "versions": versions()}
 
 
@@ -42,6 +42,29 @@ def _lineage_lines(lineage: list[dict]) -> list[str]:
     return lines
 
 
+def _usage_lines(record: dict) -> list[str]:
+    """How to encode queries and documents the way the model was trained."""
+    f = from_record(record)
+    lines = ["## Usage", "", "```python", "from sentence_transformers import SentenceTransformer", "",
+             'model = SentenceTransformer("PATH_TO_THIS_FOLDER")']
+    if f is None or f.style == "plain":
+        lines += ['queries = model.encode(["how do rainbows form?"])',
+                  'documents = model.encode(["A rainbow is an optical phenomenon ..."])', "```", "",
+                  "Trained on plain text: no prefixes or instructions.", ""]
+        return lines
+    lines += ['queries = model.encode_query(["how do rainbows form?"])  # prompt "query"',
+              'documents = model.encode_document(["A rainbow is an optical phenomenon ..."])  # prompt "document"',
+              "```", "", f"Inputs were formatted as `{f.query}` (queries and symmetric targets) and "
+              f"`{f.document}` (documents); the saved prompts are these prefixes:", ""]
+    lines += [f"- `{name}`: `{prefix!r}`" for name, prefix in f.st_prompts().items()]
+    if f.style == "gecko":
+        lines += ["", f"The default task (`query`) is the most frequent task of the training data: "
+                  f"`{f.default_task}`. For another task pass `prompt=\"task: YOUR TASK | query: \"`; "
+                  "documents with a title are best encoded as `title: TITLE | text: TEXT` (the prompt "
+                  "says `title: none`)."]
+    return lines + [""]
+
+
 def model_card(record: dict) -> str:
     s = record["settings"]
     lines = [
@@ -54,11 +77,7 @@ def model_card(record: dict) -> str:
         f"- Matryoshka dimensions: {record['matryoshka_dims']} (truncate with `truncate_dim=`, then re-normalise)",
         f"- final training loss: {record['final_loss']}", "",
     ]
-    if record["formatting"]:
-        f = record["formatting"]
-        lines += ["## Input format", "", f"- queries: `{f['query']}`",
-                  f"- symmetric targets: `{f['symmetric_target']}`",
-                  f"- asymmetric targets: `{f['asymmetric_target']}` (title `none` when missing)", ""]
+    lines += _usage_lines(record)
     lines += ["## Training data", "", *_lineage_lines(record["data"]), "",
               "## Training settings", "", "```json", json.dumps(s, indent=2, sort_keys=True), "```", "",
               "## Versions", "", *(f"- {k}: {v}" for k, v in record["versions"].items()), ""]

@@ -3,18 +3,21 @@
 A folder of unified shards has the columns of `fret.records.Unified`; a `queries` folder has those
 of `fret.records.Query`, and its positives are the seed passages, looked up by `passage_id` in
 the sibling `corpus` stage (RUN/queries -> RUN/corpus). Either way the result is a list of
-`Example`s whose texts are already formatted for the encoder.
+unformatted `Pair`s; `format_examples` turns them into the `Example` texts the encoder sees, once
+the formatting is chosen (the Gecko default task comes from the data itself).
 """
 from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import pyarrow.parquet as pq
 
+from fret.formatting import Formatting
 from fret.records import Query, Unified
 from fret.shards import MANIFEST
 
@@ -22,16 +25,19 @@ UNIFIED_COLUMNS = set(Unified.model_fields)
 QUERY_COLUMNS = set(Query.model_fields)
 
 
-def format_query(task: str, query: str) -> str:
-    """format_query('Find the answer', 'who?') -> 'task: Find the answer | query: who?'"""
-    return f"task: {task} | query: {query}"
-
-
-def format_target(task: str, text: str, title: Optional[str], symmetric: bool) -> str:
-    """format_target('t', 'body', None, False) -> 'title: none | text: body'"""
-    if symmetric:
-        return format_query(task, text)
-    return f"title: {title or 'none'} | text: {text}"
+@dataclass
+class Pair:
+    """One training example as the data holds it, before formatting."""
+    task: str
+    query: str
+    positive: str
+    positive_title: Optional[str] = None
+    negatives: list[str] = field(default_factory=list)  # best first
+    negative_titles: list[Optional[str]] = field(default_factory=list)
+    symmetric: bool = False
+    task_type: str = ""
+    source: str = ""
+    folder: int = 0  # index of the --data folder it came from
 
 
 @dataclass
@@ -51,7 +57,7 @@ class DataSource:
 
 @dataclass
 class Loaded:
-    examples: list[Example]
+    pairs: list[Pair]
     lineage: list[dict]  # one per folder: path, kind, rows, used, dropped, manifest summary
 
 
@@ -104,23 +110,13 @@ def manifest_summary(folder: Path) -> Optional[dict]:
     return keep
 
 
-def unified_examples(rows: list[dict], fmt: bool, max_negatives: int, folder: int) -> list[Example]:
-    out = []
-    for r in rows:
-        negs = list(r["negatives"] or [])[:max_negatives]
-        titles = list(r["negative_titles"] or [])
-        if fmt:
-            query = format_query(r["task"], r["query"])
-            positive = format_target(r["task"], r["positive"], r["positive_title"], r["symmetric"])
-            negs = [format_target(r["task"], n, titles[k] if k < len(titles) else None, r["symmetric"])
-                    for k, n in enumerate(negs)]
-        else:
-            query, positive = r["query"], r["positive"]
-        out.append(Example(query, positive, negs, r["source"], folder))
-    return out
+def unified_pairs(rows: list[dict], max_negatives: int, folder: int) -> list[Pair]:
+    return [Pair(r["task"], r["query"], r["positive"], r["positive_title"],
+                 list(r["negatives"] or [])[:max_negatives], list(r["negative_titles"] or [])[:max_negatives],
+                 bool(r["symmetric"]), r.get("task_type") or "", r["source"], folder) for r in rows]
 
 
-def query_examples(queries_dir: Path, rows: list[dict], fmt: bool, folder: int) -> tuple[list[Example], dict]:
+def query_pairs(queries_dir: Path, rows: list[dict], folder: int) -> tuple[list[Pair], dict]:
     """(query, seed passage) pairs for the bootstrap seed embedder; no hard negatives."""
     corpus_dir = queries_dir.parent / "corpus"
     wanted = {r["passage_id"] for r in rows if r["passage_id"]}
@@ -140,16 +136,12 @@ def query_examples(queries_dir: Path, rows: list[dict], fmt: bool, folder: int) 
         if p is None:
             dropped["passage_not_in_corpus"] += 1
             continue
-        if fmt:
-            query = format_query(r["task"], r["query"])
-            positive = format_target(r["task"], p["text"], p["title"], False)
-        else:
-            query, positive = r["query"], p["text"]
-        out.append(Example(query, positive, [], "fret-queries", folder))
+        out.append(Pair(r["task"], r["query"], p["text"], p["title"], task_type=r.get("task_type") or "",
+                        source="fret-queries", folder=folder))
     return out, {"corpus": str(corpus_dir), "dropped": dropped}
 
 
-def reweight(examples: list[Example], weight: float, rng: random.Random) -> list[Example]:
+def reweight(examples: list, weight: float, rng: random.Random) -> list:
     """Scale a folder's share: weight 2 repeats every example twice, 0.5 keeps a seeded half.
 
     reweight([a, b, c, d], 1.5, rng) -> all four plus two of them drawn without replacement.
@@ -160,17 +152,17 @@ def reweight(examples: list[Example], weight: float, rng: random.Random) -> list
     return out + rng.sample(examples, extra)
 
 
-def load_data(sources: list[DataSource], fmt: bool, max_negatives: int, seed: int) -> Loaded:
-    examples: list[Example] = []
+def load_data(sources: list[DataSource], max_negatives: int, seed: int) -> Loaded:
+    examples: list[Pair] = []
     lineage = []
     for index, src in enumerate(sources):
         kind = folder_kind(src.path)
         rows = _read_rows(src.path)
         info: dict = {"path": str(src.path.resolve()), "kind": kind, "weight": src.weight, "rows": len(rows)}
         if kind == "unified":
-            found = unified_examples(rows, fmt, max_negatives, index)
+            found = unified_pairs(rows, max_negatives, index)
         else:
-            found, extra = query_examples(src.path, rows, fmt, index)
+            found, extra = query_pairs(src.path, rows, index)
             info.update(extra)
         found = reweight(found, src.weight, random.Random(seed * 1000 + index))
         info["used"] = len(found)
@@ -180,3 +172,31 @@ def load_data(sources: list[DataSource], fmt: bool, max_negatives: int, seed: in
     if not examples:
         raise ValueError("no training examples in " + ", ".join(str(s.path) for s in sources))
     return Loaded(examples, lineage)
+
+
+def format_examples(pairs: list[Pair], formatting: Formatting) -> list[Example]:
+    """The texts the encoder sees, one Example per Pair."""
+    out = []
+    for p in pairs:
+        titles = p.negative_titles + [None] * (len(p.negatives) - len(p.negative_titles))
+        out.append(Example(
+            formatting.format_query(p.query, p.task),
+            formatting.format_document(p.positive, p.positive_title, p.task, p.symmetric),
+            [formatting.format_document(n, t, p.task, p.symmetric) for n, t in zip(p.negatives, titles)],
+            p.source, p.folder))
+    return out
+
+
+def task_summary(pairs: list[Pair]) -> tuple[Optional[str], dict[str, str]]:
+    """(the most frequent task, the most frequent task of each task type); ties go to the first seen.
+
+    task_summary([Pair('A', ..., task_type='qa'), Pair('A', ...), Pair('B', ..., task_type='fc')])
+    -> ('A', {'qa': 'A', 'fc': 'B'})
+    """
+    overall: Counter = Counter(p.task for p in pairs if p.task)
+    by_type: dict[str, Counter] = {}
+    for p in pairs:
+        if p.task and p.task_type:
+            by_type.setdefault(p.task_type, Counter())[p.task] += 1
+    top = overall.most_common(1)[0][0] if overall else None
+    return top, {t: c.most_common(1)[0][0] for t, c in by_type.items()}

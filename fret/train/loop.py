@@ -13,14 +13,19 @@ from typing import Callable, Optional
 
 import torch
 
+from fret import formatting as fmt
 from fret.bundled import resolve_embedder
 from fret.records import stable_id
 from fret.train import card, checkpoint, dist
 from fret.train.batching import auto_batch_size, plan_epoch
-from fret.train.data import DataSource, Example, load_data
+from fret.train.data import DataSource, Example, Pair, format_examples, load_data, task_summary
 from fret.train.gradcache import cached_step, plain_step
 from fret.train.loss import GeckoLoss, text_ids
 from fret.train.settings import TrainSettings
+
+# The formatting `format: auto` picks for a base model with no prompts of its own: the better one on
+# benchmarks/bench_finetune.py (held-out XQuAD retrieval, bundled MiniLM; see benchmarks/README.md).
+AUTO_FORMAT = "plain"
 
 # settings that do not change what is trained, so changing them does not invalidate checkpoints
 NOT_IN_FINGERPRINT = ("checkpoint_every", "keep_checkpoints", "device", "max_steps", "epochs")
@@ -46,6 +51,24 @@ def free_memory(device: torch.device) -> int:
     import psutil
 
     return psutil.virtual_memory().available
+
+
+def resolve_formatting(settings: TrainSettings, base: str, pairs: list[Pair]) -> fmt.Formatting:
+    """The formatting to train with, from the settings, the base model's own prompts and the data."""
+    own = fmt.model_prompts(Path(base)) if Path(base).is_dir() else None
+    style = settings.format
+    if style == "auto":
+        style = "prompts" if own is not None else AUTO_FORMAT
+    if style == "plain":
+        return fmt.PLAIN
+    if style == "gecko":
+        top, by_type = task_summary(pairs)
+        return fmt.gecko(settings.default_task or top, by_type)
+    own_query, own_doc = (own.format_query(""), own.format_document("")) if own else (None, None)
+    query = settings.query_prompt if settings.query_prompt is not None else own_query
+    document = settings.document_prompt if settings.document_prompt is not None else own_doc
+    return fmt.prefixes(fmt.E5_QUERY_PREFIX if query is None else query,
+                        fmt.E5_DOCUMENT_PREFIX if document is None else document)
 
 
 def batch_texts(examples: list[Example], k: int) -> tuple[list[str], int, torch.Tensor]:
@@ -104,21 +127,24 @@ def train(sources: list[DataSource], model: str, output: Path, settings: TrainSe
     dist.init_from_env(device.type)
     rank, size = dist.world()
     torch.manual_seed(settings.seed)
-    data = load_data(sources, settings.format, settings.negatives_used, settings.seed)
+    data = load_data(sources, settings.negatives_used, settings.seed)
     base = resolve_embedder(model)
+    formatting = resolve_formatting(settings, base, data.pairs)
+    log(f"fret train: formatting {formatting.describe()}")
+    examples = format_examples(data.pairs, formatting)
     encoder = Encoder(base, settings.pooling, settings.max_length).to(device)
     encoder.train()
     loss_fn = GeckoLoss(settings.temperature, settings.same_tower_used,
-                        settings.matryoshka_dims, settings.matryoshka_weights)
+                        settings.matryoshka_dims, settings.matryoshka_weights, settings.mask_siblings)
     batch_size = settings.batch_size
     if batch_size == "auto":  # pre-finetuning: the largest batch that fits
-        batch_size = auto_batch_size(len(data.examples), encoder.dim, max(1, len(settings.matryoshka_dims)),
+        batch_size = auto_batch_size(len(examples), encoder.dim, max(1, len(settings.matryoshka_dims)),
                                      settings.negatives_used, free_memory(device), size)
         log(f"fret train: batch_size auto -> {batch_size}")
     plan_args = dict(batch_size=batch_size, seed=settings.seed,
                      one_source_per_batch=settings.one_source_per_batch,
                      group_by_length=settings.group_by_length, multiple_of=size)
-    per_epoch = len(plan_epoch(data.examples, epoch=0, **plan_args))
+    per_epoch = len(plan_epoch(examples, epoch=0, **plan_args))
     if per_epoch == 0:
         raise ValueError("no complete batch: fewer examples per source than batch_size")
     total = settings.max_steps if settings.max_steps is not None else settings.epochs * per_epoch
@@ -151,10 +177,10 @@ def train(sources: list[DataSource], model: str, output: Path, settings: TrainSe
     while step < total:
         epoch, index = divmod(step, per_epoch)
         if epoch != plan_epoch_no:
-            plan, plan_epoch_no = plan_epoch(data.examples, epoch=epoch, **plan_args), epoch
+            plan, plan_epoch_no = plan_epoch(examples, epoch=epoch, **plan_args), epoch
         batch = plan[index]
         per_rank = len(batch) // size
-        local = [data.examples[i] for i in batch[rank * per_rank:(rank + 1) * per_rank]]
+        local = [examples[i] for i in batch[rank * per_rank:(rank + 1) * per_rank]]
         texts, b, neg_pos = batch_texts(local, settings.negatives_used)
         loss_of = make_loss_of(loss_fn, texts, b, neg_pos, device)
         chunk = settings.mini_batch_size if settings.gradient_cache else len(texts)
@@ -177,9 +203,9 @@ def train(sources: list[DataSource], model: str, output: Path, settings: TrainSe
 
     if rank == 0:
         encoder.eval()
-        save_sentence_transformer(encoder, output)
+        save_sentence_transformer(encoder, output, formatting.st_prompts())
         record = card.training_record(base, settings.model_dump(), data.lineage, step, encoder.dim,
-                                      encoder.pooling, losses, run_id)
+                                      encoder.pooling, losses, run_id, formatting)
         card.write(output, record)
         shutil.rmtree(ckpt_root, ignore_errors=True)
     dist.barrier()

@@ -6,7 +6,9 @@ For a batch of B examples (q_i, p_i+, p_i-) and cosine similarity s:
 
 Candidates whose text equals the example's own positive (another example's positive, a hard
 negative, or a same-tower query) are masked out, and so are same-tower queries equal to the
-example's own query: duplicates are never negatives. Texts are compared by integer ids
+example's own query: duplicates are never negatives. With `mask_siblings` (the default), a
+same-tower query whose positive is the example's own positive is masked too: two questions about
+one paragraph are not negatives of each other (on XQuAD, ~5 questions share each paragraph). Texts are compared by integer ids
 (`text_ids`), so the masking also works on embeddings gathered from other processes.
 """
 from __future__ import annotations
@@ -34,10 +36,11 @@ class GeckoLoss(nn.Module):
     """
 
     def __init__(self, temperature: float = 0.05, same_tower: bool = True,
-                 dims: Sequence[int] = (), weights: Sequence[float] = ()):
+                 dims: Sequence[int] = (), weights: Sequence[float] = (), mask_siblings: bool = True):
         super().__init__()
         self.temperature = temperature
         self.same_tower = same_tower
+        self.mask_siblings = mask_siblings
         self.dims = list(dims)
         self.weights = list(weights) or [1.0] * len(self.dims)
 
@@ -63,6 +66,8 @@ class GeckoLoss(nn.Module):
         own = torch.eye(q_ids.shape[0], dtype=torch.bool, device=q_ids.device)  # (B, B)
         drop_p = (p_ids[None, :] == p_ids[:, None]) & ~own  # (B, B): duplicate of my positive
         drop_q = own | (q_ids[None, :] == q_ids[:, None]) | (q_ids[None, :] == p_ids[:, None])  # (B, B)
+        if self.mask_siblings:
+            drop_q = drop_q | (p_ids[None, :] == p_ids[:, None])  # (B, B): q_j answers to my positive too
         drop_n = None
         if n_valid is not None:
             drop_n = ~n_valid  # (B, K)

@@ -94,8 +94,9 @@ def _st_modules():
     return modules
 
 
-def save_sentence_transformer(encoder: Encoder, output: Path) -> None:
-    """Write `output` as a sentence-transformers folder: transformer, pooling, normalize."""
+def save_sentence_transformer(encoder: Encoder, output: Path, prompts: dict[str, str] | None = None) -> None:
+    """Write `output` as a sentence-transformers folder: transformer, pooling, normalize, and the
+    query/document `prompts` training used (so `encode_query` / `encode_document` format alike)."""
     from sentence_transformers import SentenceTransformer
 
     modules = _st_modules()
@@ -105,7 +106,8 @@ def save_sentence_transformer(encoder: Encoder, output: Path) -> None:
     encoder.tokenizer.save_pretrained(staging)
     transformer = modules.Transformer(str(staging), max_seq_length=encoder.max_length)
     pooling = modules.Pooling(encoder.dim, encoder.pooling)
-    st = SentenceTransformer(modules=[transformer, pooling, modules.Normalize()], device="cpu")
+    st = SentenceTransformer(modules=[transformer, pooling, modules.Normalize()], device="cpu",
+                             prompts=dict(prompts or {}))
     output.mkdir(parents=True, exist_ok=True)
     st.save(str(output), create_model_card=False)
     shutil.rmtree(staging)

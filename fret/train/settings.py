@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 
 class TrainSettings(BaseModel):
@@ -26,11 +26,18 @@ class TrainSettings(BaseModel):
     temperature: float = 0.05  # E5-mistral used 0.02; 0.05 matches MiniLM's pre-training scale of 20
     hard_negatives: int = 1  # at most this many hard negatives per example
     same_tower: bool = True  # query-query negatives (j != i), as in Gecko
+    mask_siblings: bool = True  # same-tower: queries sharing a positive are not negatives of each other
     matryoshka_dims: list[int] = []  # e.g. [384, 256, 128, 64]; empty: full dimension only
     matryoshka_weights: list[float] = []  # empty: 1.0 each
     pooling: Literal["auto", "mean", "cls", "lasttoken"] = "auto"  # auto: the model's own, else mean
     max_length: int = 256  # tokens per text
-    format: bool = True  # Gecko formatting (task: ... | query: ...); off for plain pairs
+    # How texts are formatted (fret.formatting): gecko (task: ... | query: ...), prompts (query_prompt /
+    # document_prompt, or the base model's own), plain; auto: the base model's own prompts where it
+    # has them, else AUTO_FORMAT, the better of the three on benchmarks/bench_finetune.py.
+    format: Literal["auto", "gecko", "prompts", "plain"] = "auto"
+    query_prompt: Optional[str] = None  # prompts: e.g. 'query: ' (default: the model's own, else 'query: ')
+    document_prompt: Optional[str] = None  # prompts: e.g. 'passage: ' (default: the model's own, else 'passage: ')
+    default_task: Optional[str] = None  # gecko: the task recorded for inputs without one (default: most frequent)
     one_source_per_batch: bool = False
     group_by_length: bool = True
     seed: int = 0
@@ -38,6 +45,14 @@ class TrainSettings(BaseModel):
     keep_checkpoints: int = 2
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+
+    @field_validator("format", mode="before")
+    @classmethod
+    def _format_bool(cls, value):
+        """Older settings said format: true/false (Gecko or nothing)."""
+        if isinstance(value, bool):
+            return "gecko" if value else "plain"
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> "TrainSettings":
@@ -62,11 +77,15 @@ class SettingsError(ValueError):
     """One-line message naming the offending key."""
 
 
-def _parse_value(raw: str, is_list: bool):
-    """'384,256' -> [384, 256] for list fields; '0.02' -> 0.02; 'true' -> True; 'abc' -> 'abc'."""
+def _parse_value(raw: str, is_list: bool, is_text: bool = False):
+    """'384,256' -> [384, 256] for list fields; '0.02' -> 0.02; 'true' -> True; 'abc' -> 'abc'.
+
+    Text fields keep the raw string ('query: ' stays a prefix, not a YAML mapping), except 'null'.
+    """
     if is_list and not raw.strip().startswith("["):
         return [yaml.safe_load(part) for part in raw.split(",") if part.strip()]
-    return yaml.safe_load(raw) if raw.strip() else raw
+    value = yaml.safe_load(raw) if raw.strip() else raw
+    return raw if is_text and value is not None and not isinstance(value, str) else value
 
 
 def apply_overrides(pairs: list[str], base: Optional[dict] = None) -> TrainSettings:
@@ -81,8 +100,8 @@ def apply_overrides(pairs: list[str], base: Optional[dict] = None) -> TrainSetti
         if field is None:
             known = ", ".join(TrainSettings.model_fields)
             raise SettingsError(f"--set {key}: unknown training setting (known: {known})")
-        is_list = "list" in str(field.annotation)
-        values[key] = _parse_value(raw, is_list)
+        kind = str(field.annotation)
+        values[key] = _parse_value(raw, "list" in kind, kind in ("Optional[str]", "typing.Optional[str]"))
     try:
         return TrainSettings.model_validate(values)
     except ValidationError as err:
