@@ -16,9 +16,10 @@ Token ids follow vLLM's own rules: a plain prompt starts with the special tokens
 tokenizer puts before text (BOS for Llama or Gemma, none for Qwen or SmolLM2), a chat prompt is
 taken as its template renders it, a continuation gets none.
 
-GGUF: vLLM reads a GGUF's weights (in-tree in older releases, through the `vllm-gguf-plugin`
-package since in-tree support was removed) but loads its tokenizer and config from a Hugging
-Face folder; fret exports that folder from the GGUF with transformers, once per file.
+GGUF: vLLM reads a GGUF's weights (in its own tree up to 0.23, through the `vllm-gguf-plugin`
+package from 0.24); its tokenizer (and, with the plugin, its config) come from a Hugging Face
+folder, as 0.24 on can read no tokenizer from a GGUF (and no release from a folder holding only
+the file); fret exports that folder from the GGUF with transformers, once per file.
 vllm is imported only when the backend is built.
 """
 from __future__ import annotations
