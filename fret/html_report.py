@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from . import shards
 from .records import Unified, schema_of
+from .report import rerank_notes
 
 UNIFIED_COLUMNS = set(schema_of(Unified).names)
 
@@ -61,10 +62,19 @@ def _hist(title: str, series: dict[str, list[float]], xlabel: str) -> str:
 
 def collect(run_dir: Path) -> dict:
     """Everything the page shows, as plain data (also handy for tests)."""
-    data: dict = {"stages": {}, "rejects": Counter(), "unified_by_stage": {}, "rerank": [], "eval": []}
+    data: dict = {"stages": {}, "rejects": Counter(), "unified_by_stage": {}, "rerank": [], "eval": [],
+                  "notes": []}
     for name, d in _stages(run_dir):
         m = shards.load_manifest(d)
         totals = m.get("totals") or {}
+        data["notes"].extend(f"{name}: {note}" for note in rerank_notes(totals))
+        if m.get("stage") == "teacher":
+            s = m.get("settings", {})
+            data["notes"].append(
+                f"{name}: the LLM teacher ({s.get('llm', {}).get('model')}) reordered the embedder's top "
+                f"{s.get('top_n')} for {totals.get('rows_in', 0)} labelled queries of "
+                f"{', '.join(s.get('data', []))}; rerank fusion {s.get('rerank', {}).get('fusion')}, "
+                f"rc_score {s.get('rerank', {}).get('rc_score')} (figures x100 under Evaluation)")
         data["stages"][name] = totals.get("rows_out", 0)
         for reason, n in totals.get("rejected", {}).items():
             data["rejects"][f"{name}: {reason}"] += n
@@ -115,11 +125,13 @@ def write_html(run_dir: Path, out: Path) -> None:
     ranked = data["rerank"]
     if ranked:
         for key, label in (("ql_scores", "QL"), ("rc_scores", "RC"), ("rrf_scores", "RRF")):
-            plots.append((f"{label} scores", _hist(f"{label}: positives vs hard negatives",
-                                                   score_series(ranked, key), label)))
+            series = {k: [v for v in vs if v == v] for k, vs in score_series(ranked, key).items()}  # NaN: not scored
+            if any(series.values()):
+                plots.append((f"{label} scores", _hist(f"{label}: positives vs hard negatives", series, label)))
         differs = 1 - sum(r["positive_is_seed"] for r in ranked) / len(ranked)
         facts.append(f"The LLM's positive differs from the seed passage for {differs:.1%} of "
                      f"{len(ranked)} queries.")
+    facts.extend(data["notes"])
     if data["rejects"]:
         plots.append(("Reject reasons", _bar("rejected rows by stage and reason", data["rejects"])))
     sections = [f"<h2>{html.escape(t)}</h2><img alt='{html.escape(t)}' src='{src}'>" for t, src in plots]

@@ -28,6 +28,22 @@ def metrics_table(rows: list[dict]) -> list[str]:
             for r in rows]
 
 
+def rerank_notes(totals: dict) -> list[str]:
+    """What a rerank (or teacher) stage's counts say about the signals it could use."""
+    counts, notes = totals.get("counts") or {}, []
+    pairs = counts.get("pairs_scored", 0)
+    if not pairs:
+        return notes
+    if counts.get("ql_unavailable"):
+        notes.append(f"QL left out for {counts['ql_unavailable']} of {pairs} pairs: the LLM server has no "
+                     "prompt log-probabilities, so RC and the embedder's rank were fused instead")
+    asked = sum(counts.get(k, 0) for k in ("ql_requests", "rc_requests", "rc_prior_requests"))
+    notes.append(f"{asked / pairs:.2f} LLM requests per (query, passage) pair "
+                 f"(QL {counts.get('ql_requests', 0)}, RC {counts.get('rc_requests', 0)}, "
+                 f"RC calibration {counts.get('rc_prior_requests', 0)})")
+    return notes
+
+
 def stage_summary(stage_dir: Path) -> dict:
     m = shards.load_manifest(stage_dir)
     totals = m.get("totals") or {}
@@ -72,6 +88,7 @@ def format_stage(stage_dir: Path, examples: int, run_dir: Path) -> str:
         lines.append(f"   rejected {n}: {reason}")
     for key, n in sorted(s.get("counts", {}).items()):
         lines.append(f"   {key}: {n}")
+    lines.extend(f"   {note}" for note in rerank_notes(s))
     paths = shards.stage_shards(stage_dir)
     for col, counter in breakdowns(paths).items():
         lines.append(f"   by {col}: " + ", ".join(f"{k}={v}" for k, v in counter.most_common(12)))

@@ -5,6 +5,7 @@ timeouts) or return hand-made echo logprobs, for the control flow a real server 
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,7 +15,8 @@ import pytest
 import torch
 
 from fret.llm import GenerateRequest, LLMError, LLMSettings, LoglikRequest, make_llm
-from fret.llm.openai_backend import PROBE_TEXT, continuation_span, echo_is_shifted
+from fret.llm.openai_backend import (PROBE_TEXT, check_label_starts, continuation_span, echo_is_shifted,
+                                     label_scores, token_spans)
 from llm_server import llama_server  # noqa: F401 (pytest fixture)
 
 CHAT_OK = {"id": "c1", "object": "chat.completion", "created": 0, "model": "m",
@@ -25,9 +27,25 @@ CHAT_OK = {"id": "c1", "object": "chat.completion", "created": 0, "model": "m",
 
 # ---- pure helpers -----------------------------------------------------------------------------
 def test_continuation_span_by_offsets():
-    assert continuation_span([0, 3, 7], ["The", " cat", " sat"], 3, 11) == [1, 2]
-    assert continuation_span([0, 3, 7, 11], ["The", " cat", " sat", "."], 7, 11) == [2]  # not the extra token
-    assert continuation_span([0, 2], ["Th", "e cat"], 3, 7) == [1]  # a token straddling the boundary
+    assert continuation_span([(0, 3), (3, 7), (7, 11)], 3, 11) == [1, 2]
+    assert continuation_span([(0, 3), (3, 7), (7, 11), (11, 12)], 7, 11) == [2]  # not the extra token
+    assert continuation_span([(0, 2), (2, 7)], 3, 7) == [1]  # a token straddling the boundary
+    assert continuation_span([(0, 0), (0, 3), (3, 7)], 0, 3) == [1]  # a BOS spans nothing
+
+
+def test_token_spans_walk_bos_and_sentencepiece():
+    assert token_spans(["<s>", "The", "cat"], "The cat") == [(0, 0), (0, 3), (3, 7)]
+    assert token_spans(["The", "\u2581cat", "."], "The cat.") == [(0, 3), (3, 7), (7, 8)]
+    assert token_spans(["The", " dog"], "The cat") is None
+
+
+def test_label_scores_from_first_token_top_logprobs():
+    tops = {" High": -0.5, " Not": -1.2, "not": -2.0, "Other": -3.0, " ": -4.0}
+    got = label_scores(tops, [" Highly relevant", " Not relevant", " Somewhat relevant"])
+    assert got[0] == pytest.approx(-0.5) and got[2] == pytest.approx(-4.0)  # absent: the floor
+    assert got[1] == pytest.approx(math.log(math.exp(-1.2) + math.exp(-2.0)))
+    with pytest.raises(LLMError, match="'Perfect match' and 'Perfectly relevant'"):
+        check_label_starts([" Perfect match", " Perfectly relevant", " Not relevant"])
 
 
 # ---- the real server --------------------------------------------------------------------------
@@ -200,9 +218,81 @@ def test_loglik_sums_the_continuation_tokens_of_an_aligned_echo():
     assert (body["prompt"], body["echo"], body["logprobs"], body["max_tokens"]) == ("The cat sat", True, 1, 1)
 
 
+@pytest.mark.parametrize("tokens", [
+    ["<s>", "The", " cat", " sat", "."],  # a BOS the server added (offsets shifted by 3)
+    ["The", "cat", "sat", "."],  # SentencePiece: each token decoded alone drops its space
+])
+def test_loglik_aligns_by_tokens_where_they_do_not_rebuild_the_text(tokens):
+    probe_tokens = ["Mon"] + [f" w{i}" for i in range(20)]
+    probe = echo_body(PROBE_TEXT, probe_tokens, [None] + [-0.1] * 20,
+                      [None] + [{t: -0.1, "zzz": -3.0} for t in probe_tokens[1:]])
+    values = {"<s>": None, "The": -1.5, " cat": -2.0, "cat": -2.0, " sat": -3.0, "sat": -3.0, ".": -1.0}
+    logprobs = [values[t] for t in tokens]
+    logprobs[tokens.index("The")] = None if tokens[0] == "The" else -1.5
+    answer = echo_body("The cat sat.", tokens, logprobs, [None] * len(tokens))
+    with Scripted([(200, probe, 0), (200, answer, 0)]) as server:
+        (got,) = server.llm().loglik([LoglikRequest("The cat", (" sat",))])
+    assert got.logprobs == [-3.0] and got.n_tokens == [1]
+
+
 def test_server_without_prompt_logprobs_gets_a_clear_error():
     no_logprobs = {"id": "e", "object": "text_completion", "created": 0, "model": "m",
                    "choices": [{"index": 0, "text": "x", "finish_reason": "length", "logprobs": None}]}
     with Scripted([(200, no_logprobs, 0)]) as server:
         with pytest.raises(LLMError, match="no prompt logprobs.*transformers"):
             server.llm().loglik([LoglikRequest("a", (" b",))])
+
+
+# ---- relevance labels from top_logprobs: one request per (query, passage) ------------------------
+RC_LABELS = (" Perfectly relevant", " Highly relevant", " Somewhat relevant", " Not relevant")
+
+
+@pytest.mark.server
+def test_label_logprobs_from_chat_top_logprobs(server_llm):
+    """One chat request per pair on the real server; each label scored by the answer's first
+    token, read from the server's (correct) chat top_logprobs."""
+    from fret.llm import LabelRequest
+    from fret.prompts import load_template
+    prompt = load_template("fret_rc.jinja").render(
+        query="which river carries the most water", passage="The Amazon has the largest discharge of any river.")
+    before = server_llm.usage.calls
+    (got,) = server_llm.label_logprobs([LabelRequest(prompt, RC_LABELS)])
+    assert server_llm.usage.calls - before == 1 and got.n_tokens == [1] * 4
+    resp = server_llm.client.chat.completions.create(
+        model=server_llm.model, messages=[{"role": "user", "content": prompt}], max_tokens=1,
+        temperature=0, logprobs=True, top_logprobs=20)
+    tops = {t.token: t.logprob for t in resp.choices[0].logprobs.content[0].top_logprobs}
+    assert got.logprobs == pytest.approx(label_scores(tops, list(RC_LABELS)), abs=1e-4)
+    assert max(got.logprobs) > min(tops.values())  # at least one label among the top tokens
+    assert not server_llm.has_prompt_logprobs()  # llama.cpp's echo is shifted: QL is not available
+
+
+@pytest.mark.server
+def test_rerank_on_a_server_without_prompt_logprobs(llama_server, tmp_path):
+    """rerank on llama.cpp's server: QL cannot be had (shifted echo), so the stage fuses RC with
+    the embedder's rank, one request per pair, and says so in the manifest and the report."""
+    from fret import shards
+    from fret.html_report import collect
+    from fret.runner import open_run, run_pipeline
+    from pathlib import Path
+    pipeline = Path(__file__).resolve().parent.parent / "pipelines" / "fret.yaml"
+    base = ["corpus.sources.0.limit=40", "mine.top_n=3", "llm.backend=openai",
+            f"llm.base_url={llama_server.base_url}", "llm.concurrency=2"]
+    run_pipeline(open_run(pipeline, tmp_path, base), stages=["corpus"], progress=False)
+    corpus = shards.read_rows(tmp_path / "corpus" / "part-00000.parquet")
+    user = tmp_path / "q.jsonl"
+    user.write_text("".join(json.dumps({"query": f"history of {r['title']}", "positive_id": r["id"]}) + "\n"
+                            for r in corpus[:2]))
+    run_pipeline(open_run(pipeline, tmp_path, base + [f"queries.from_file={user}"]),
+                 stages=["queries", "embed", "mine", "rerank"], progress=False)
+    totals = shards.load_manifest(tmp_path / "rerank")["totals"]
+    counts = totals["counts"]
+    assert counts["pairs_scored"] == 6 and counts["ql_unavailable"] == 6
+    assert counts["rc_requests"] == 6 and "ql_requests" not in counts  # 1 request per pair (was 1 + 4)
+    assert totals["llm"]["calls"] == 6
+    rows = shards.read_rows(tmp_path / "rerank" / "part-00000.parquet")
+    assert len(rows) == 2 and all(r["ql_ranks"] == [0, 0, 0] for r in rows)
+    assert all(sorted(r["rc_ranks"]) == [1, 2, 3] for r in rows)
+    notes = collect(tmp_path)["notes"]
+    assert any("QL left out for 6 of 6 pairs" in n for n in notes)
+    assert any("1.00 LLM requests per (query, passage) pair" in n for n in notes)

@@ -4,33 +4,90 @@ Requests of a batch go out in parallel (a thread pool of `concurrency`), each re
 exponential back-off on 429, 5xx, timeouts and dropped connections (never on other 4xx: they
 would fail again). `loglik` asks the completions endpoint to echo the prompt with its token
 logprobs (`echo=True, logprobs=1, max_tokens=1`; llama.cpp reads max_tokens=0 as "no limit") and
-sums the tokens whose text offsets fall in the continuation. Before the first `loglik` a short
+sums the tokens that carry the continuation's characters: by `text_offset` where the echoed
+tokens rebuild the prompt, else by walking the tokens through it (a BOS string the server added,
+SentencePiece tokens whose decode drops the leading space). Before the first `loglik` a short
 probe checks that the echoed logprobs are aligned; servers that return none, or shifted ones
-(llama.cpp's server), get an LLMError saying what to use instead.
+(llama.cpp's server), get an LLMError saying what to use instead (`has_prompt_logprobs` asks
+without raising).
+
+`label_logprobs` (relevance classification) needs no prompt logprobs: one chat request
+(`llm.extra.label_endpoint: chat`, the default) or completions request with `max_tokens=1` and
+`top_logprobs`, each label scored by the answer's first token, so one request per (query, passage)
+whatever the number of labels. Labels must start with distinct words.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .base import LLM, Generation, GenerateRequest, LLMError, LLMSettings, Loglik, LoglikRequest
+from .base import (LLM, Generation, GenerateRequest, LabelRequest, LLMError, LLMSettings, Loglik,
+                   LoglikRequest)
+from .grammar import server_constraint
 
 # A text whose next tokens a language model predicts well: the alignment probe reads it back.
 PROBE_TEXT = ("Monday, Tuesday, Wednesday, Thursday, Friday, Saturday, Sunday. "
               "January, February, March, April, May, June, July, August, September, October. "
               "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20")
 INSTEAD = "use vLLM's OpenAI server, the `vllm` backend or the `transformers` backend for loglik"
+TOP_LOGPROBS = 20  # OpenAI's maximum for chat
 
 
-def continuation_span(offsets: list[int], texts: list[str], start: int, end: int) -> list[int]:
-    """Indices of the echoed tokens that carry the characters [start, end) of the full text.
+def continuation_span(spans: list[tuple[int, int]], start: int, end: int) -> list[int]:
+    """Indices of the tokens (by their [start, end) in the text) that carry characters [start, end).
 
-    A token straddling `start` belongs to the continuation (it carries its first characters).
-    continuation_span([0, 3, 7], ["The", " cat", " sat"], 3, 11) -> [1, 2].
+    A token straddling `start` belongs to the continuation (it carries its first characters);
+    tokens that span nothing (a BOS string) never do.
+    continuation_span([(0, 3), (3, 7), (7, 11)], 3, 11) -> [1, 2].
     """
-    return [i for i, (o, t) in enumerate(zip(offsets, texts)) if o < end and o + max(len(t), 1) > start]
+    return [i for i, (a, b) in enumerate(spans) if a < end and b > start and b > a]
+
+
+def token_spans(tokens: list[str], text: str) -> list[tuple[int, int]] | None:
+    """[start, end) of each echoed token in `text`, found by walking the tokens through it, or
+    None where they do not fit. A token the text lacks at the very start (a BOS string) spans
+    nothing; whitespace a token's decode dropped (SentencePiece) belongs to that token; tokens
+    after the text (the generated one) start at its end.
+    token_spans(["<s>", "The", "cat"], "The cat") -> [(0, 0), (0, 3), (3, 7)]
+    """
+    spans, pos, started = [], 0, False
+    for token in tokens:
+        piece = token.replace("\u2581", " ")  # SentencePiece's word marker, where a server keeps it
+        if pos >= len(text) or not piece:
+            spans.append((min(pos, len(text)),) * 2)
+            continue
+        if pos == 0 and not text.startswith(piece) and text.startswith(piece.lstrip()):
+            piece = piece.lstrip()  # SentencePiece's dummy prefix space before the first word
+        at = pos
+        while not text.startswith(piece, at) and at < len(text) and text[at].isspace():
+            at += 1
+        if piece and text.startswith(piece, at):
+            spans.append((pos, at + len(piece)))
+            pos, started = at + len(piece), True
+        elif not started and pos == 0:  # a special token the server put before the text
+            spans.append((0, 0))
+        else:
+            return None
+    return spans
+
+
+def echo_spans(logprobs: Any, text: str) -> list[tuple[int, int]]:
+    """[start, end) of each echoed token in `text`: from `text_offset` when the tokens rebuild
+    the text and the offsets agree with them, else by walking the tokens (BOS, SentencePiece)."""
+    tokens, offsets = logprobs.tokens, logprobs.text_offset
+    at, rebuilt = 0, []
+    for t in tokens:
+        rebuilt.append(at)
+        at += len(t)
+    if "".join(tokens).startswith(text) and list(offsets) == rebuilt:
+        return [(o, o + len(t)) for o, t in zip(offsets, tokens)]
+    walked = token_spans(tokens, text)
+    if walked is None:  # e.g. byte-fallback tokens decoded alone as U+FFFD: only the offsets are left
+        return [(o, o + max(len(t), 1)) for o, t in zip(offsets, tokens)]
+    return walked
 
 
 def require_prompt_logprobs(logprobs: Any) -> None:
@@ -40,11 +97,12 @@ def require_prompt_logprobs(logprobs: Any) -> None:
         raise LLMError(f"the server returned no prompt logprobs for echo=True; {INSTEAD}")
 
 
-def sum_echo_logprobs(logprobs: Any, start: int, end: int) -> tuple[float, int, int]:
-    """(summed logprob of the continuation tokens, their count, prompt token count) from an
-    echoed completions `logprobs` object (`tokens`, `token_logprobs`, `text_offset`)."""
+def sum_echo_logprobs(logprobs: Any, text: str, start: int) -> tuple[float, int, int]:
+    """(summed logprob of the tokens carrying text[start:], their count, prompt token count) from
+    an echoed completions `logprobs` object (`tokens`, `token_logprobs`, `text_offset`) of `text`.
+    A token straddling `start` belongs to the continuation (it carries its first characters)."""
     require_prompt_logprobs(logprobs)
-    span = continuation_span(logprobs.text_offset, logprobs.tokens, start, end)
+    span = continuation_span(echo_spans(logprobs, text), start, len(text))
     values = [logprobs.token_logprobs[i] for i in span]
     if any(v is None for v in values):
         raise LLMError("the continuation starts at the first token, which has no logprob: "
@@ -64,6 +122,48 @@ def echo_is_shifted(logprobs: Any) -> bool:
         same += best == tokens[i]
         nxt += best == tokens[i + 1]
     return nxt > same
+
+
+def first_word(label: str) -> str:
+    """first_word(' Highly relevant') -> 'highly'"""
+    words = label.split()
+    return words[0].lower() if words else ""
+
+
+def check_label_starts(labels: list[str]) -> None:
+    """Labels are scored by their first token: refuse two whose first words could share one."""
+    for i, a in enumerate(labels):
+        for b in labels[i + 1:]:
+            wa, wb = first_word(a), first_word(b)
+            if not wa or not wb or wa.startswith(wb) or wb.startswith(wa):
+                raise LLMError(f"labels {a.strip()!r} and {b.strip()!r} may start with the same token; "
+                               "the openai backend scores a label by its first token from "
+                               "top_logprobs, so labels must start with distinct words (rerank.labels)")
+
+
+def label_scores(tops: dict[str, float], labels: list[str]) -> list[float]:
+    """Per label: log P(first token) from the answer's top log-probabilities, summed over the top
+    tokens that begin that label and no other (case-insensitive, spaces ignored); a label absent
+    from the top ones gets the smallest logprob listed (an upper bound on its own).
+    label_scores({' High': -0.5, ' Not': -1.2, 'Other': -3.0}, [' Highly relevant', ' Not relevant'])
+    -> [-0.5, -1.2]
+    """
+    words = [label.strip().lower() for label in labels]
+    floor = min(tops.values()) if tops else -100.0
+    found: list[list[float]] = [[] for _ in labels]
+    for token, value in tops.items():
+        piece = token.replace("\u2581", " ").strip().lower()
+        owners = [i for i, w in enumerate(words) if piece and w.startswith(piece)]
+        if len(owners) == 1:
+            found[owners[0]].append(value)
+    out = []
+    for values in found:
+        if not values:
+            out.append(floor)
+            continue
+        top = max(values)
+        out.append(top + math.log(sum(math.exp(v - top) for v in values)))
+    return out
 
 
 def response_format(schema: dict, style: str) -> dict:
@@ -103,7 +203,15 @@ class OpenAILLM(LLM):
         self._aligned: bool | None = None
 
     def identity(self) -> dict:
-        return {**super().identity(), "model": self.model, "base_url": self.settings.base_url}
+        extra = {} if self.label_endpoint == "chat" else {"label_endpoint": self.label_endpoint}
+        return {**super().identity(), "model": self.model, "base_url": self.settings.base_url, **extra}
+
+    @property
+    def label_endpoint(self) -> str:
+        endpoint = self.settings.extra.get("label_endpoint", "chat")
+        if endpoint not in ("chat", "completions"):
+            raise LLMError(f"llm.extra.label_endpoint must be 'chat' or 'completions', not {endpoint!r}")
+        return endpoint
 
     @property
     def model(self) -> str:
@@ -133,14 +241,16 @@ class OpenAILLM(LLM):
                   "top_p": r.top_p, "seed": r.seed, "stop": list(r.stop) or None}
         schema = None if r.json_schema is None else response_format(
             json.loads(r.json_schema), self.settings.extra.get("response_format", "json_schema"))
+        body = server_constraint(r, self.settings.extra.get("structured_outputs"))  # regex/grammar
         if r.messages is not None:
             messages = [{"role": role, "content": content} for role, content in r.messages]
             extra = {"response_format": schema} if schema else {}
+            extra.update({"extra_body": body} if body else {})
             resp = self._call(self.client.chat.completions.create, messages=messages, **common, **extra)
             choice = resp.choices[0]
             text = choice.message.content or ""
         elif r.prompt is not None:
-            extra = {"extra_body": {"response_format": schema}} if schema else {}
+            extra = {"extra_body": {**({"response_format": schema} if schema else {}), **body}}
             resp = self._call(self.client.completions.create, prompt=r.prompt, **common, **extra)
             choice = resp.choices[0]
             text = choice.text
@@ -173,6 +283,13 @@ class OpenAILLM(LLM):
                            "shifted by one token (log P(token i | tokens <= i), a known llama.cpp "
                            f"server bug), so its log-likelihoods would be wrong: {INSTEAD}")
 
+    def has_prompt_logprobs(self) -> bool:
+        try:
+            self.check_echo_alignment()
+        except LLMError:
+            return False
+        return True
+
     def _loglik(self, batch: list[LoglikRequest]) -> list[Loglik]:
         self.check_echo_alignment()
         model = self.model
@@ -180,8 +297,7 @@ class OpenAILLM(LLM):
 
         def score(job):
             prompt, cont = job
-            full = prompt + cont
-            return sum_echo_logprobs(self._echo(model, full), len(prompt), len(full))
+            return sum_echo_logprobs(self._echo(model, prompt + cont), prompt + cont, len(prompt))
 
         scored = iter(self.pool.map(score, jobs))
         out = []
@@ -190,6 +306,32 @@ class OpenAILLM(LLM):
             out.append(Loglik(logprobs=[p[0] for p in parts], n_tokens=[p[1] for p in parts],
                               prompt_tokens=parts[0][2] if parts else 0))
         return out
+
+    # ---- label_logprobs -----------------------------------------------------------------
+    def _label_logprobs(self, batch: list[LabelRequest]) -> list[Loglik]:
+        model, endpoint = self.model, self.label_endpoint
+        for r in batch:
+            check_label_starts(list(r.labels))
+        return list(self.pool.map(lambda r: self._labels_one(model, endpoint, r), batch))
+
+    def _labels_one(self, model: str, endpoint: str, r: LabelRequest) -> Loglik:
+        common = {"model": model, "max_tokens": 1, "temperature": 0.0}
+        if endpoint == "chat":
+            resp = self._call(self.client.chat.completions.create, **common, logprobs=True,
+                              top_logprobs=TOP_LOGPROBS, messages=[{"role": "user", "content": r.prompt}])
+            content = resp.choices[0].logprobs.content if resp.choices[0].logprobs else None
+            tops = {t.token: t.logprob for t in content[0].top_logprobs} if content else {}
+        else:
+            resp = self._call(self.client.completions.create, **common, prompt=r.prompt,
+                              logprobs=TOP_LOGPROBS)
+            logprobs = resp.choices[0].logprobs
+            tops = dict((logprobs.top_logprobs or [{}])[0] or {}) if logprobs else {}
+        if not tops:
+            raise LLMError(f"the server at {self.settings.base_url} returned no top_logprobs on the "
+                           f"{endpoint} endpoint, so it cannot score labels")
+        usage = resp.usage
+        return Loglik(logprobs=label_scores(tops, list(r.labels)), n_tokens=[1] * len(r.labels),
+                      prompt_tokens=usage.prompt_tokens if usage else 0)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
