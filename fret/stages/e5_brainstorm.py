@@ -1,14 +1,17 @@
 """Stage `brainstorm` (E5-mistral): per task group, the LLM lists task descriptions as JSON.
 
 Shard k holds the tasks of the k-th group of `groups`. Each group gets `requests_per_group`
-requests (different seeds) asking for about `tasks_per_request` tasks. An answer that is not a
-JSON list of strings is asked again (bounded), then rejected with its reason. Task texts are
+requests (different seeds) asking for about `tasks_per_request` tasks; with `json_schema`, each
+request carries the schema of a JSON list of strings, enforced while decoding where the backend
+can. An answer that is not a JSON list of strings is asked again (bounded), then rejected with
+its reason. Task texts are
 de-duplicated within their group on normalized text; duplicates go to the rejects file as
 `duplicate_task`, items that are not a usable sentence as `bad_task`.
 """
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections import Counter
 
@@ -37,6 +40,7 @@ class BrainstormSettings(Section):
     min_task_words: int = 4
     plain_lists: bool = True  # no JSON list in the answer: read a numbered/bulleted list (counted)
     max_task_words: int = 60
+    json_schema: bool = True  # send TASK_LIST_SCHEMA (enforced while decoding where the backend can)
 
     @field_validator("groups")
     @classmethod
@@ -45,6 +49,10 @@ class BrainstormSettings(Section):
         if unknown:
             raise ValueError(f"unknown task groups {unknown}; known: {', '.join(GROUPS)}")
         return groups
+
+
+TASK_LIST_SCHEMA = json.dumps({"type": "array", "items": {"type": "string", "minLength": 1},
+                               "minItems": 1})
 
 
 class PlainList(list):
@@ -107,7 +115,8 @@ class BrainstormStage(Stage):
             prompt=None if s.chat else prompt, messages=(("user", prompt),) if s.chat else None,
             max_tokens=s.max_tokens, top_p=s.top_p,
             temperature=s.temperature if attempt == 0 else s.retry_temperature,
-            seed=request_seed(self.ctx.seed, f"brainstorm/{group}/{k}", attempt))
+            seed=request_seed(self.ctx.seed, f"brainstorm/{group}/{k}", attempt),
+            json_schema=TASK_LIST_SCHEMA if s.json_schema else None)
 
     def process(self, index: int) -> ShardOutput:
         s = self.settings
@@ -116,7 +125,7 @@ class BrainstormStage(Stage):
         parse = functools.partial(parse_task_list, plain_lists=s.plain_lists)
         asks = [Ask(key=str(k), request=lambda a, k=k: self._request(group, k, a), parse=parse)
                 for k in range(s.requests_per_group)]
-        answers, failures = ask_all(self.ctx.llm, asks, s.max_attempts, counts)
+        answers, failures = ask_all(self.ctx.llm, asks, s.max_attempts, counts, stage=self.name)
         rows, rejects, seen = [], [], set()
         for k in range(s.requests_per_group):
             key = str(k)

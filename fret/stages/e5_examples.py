@@ -42,7 +42,7 @@ class ExamplesSettings(Section):
     languages: Optional[dict[str, float]] = None  # code -> weight; None = the 93, English dominant
     num_words: list[int] = NUM_WORDS
     chat: bool = True
-    json_schema: bool = True  # pass the group's JSON schema (servers with guided decoding use it)
+    json_schema: bool = True  # send the group's JSON schema (enforced while decoding where the backend can)
     max_attempts: int = Field(3, ge=1)
     max_tokens: int = 1024
     temperature: float = 1.0
@@ -123,7 +123,7 @@ class ExamplesStage(Stage):
         asks = [Ask(key=eid, request=lambda a, t=t, at=at, e=eid: self._request(t, at, e, a),
                     parse=lambda text, t=t, at=at: self._parse(text, t["group"], at))
                 for eid, t, at in plan]
-        answers, failures = ask_all(self.ctx.llm, asks, s.max_attempts, counts)
+        answers, failures = ask_all(self.ctx.llm, asks, s.max_attempts, counts, stage=self.name)
         rows, rejects = [], []
         for eid, task, attrs in plan:
             if eid in failures:

@@ -5,7 +5,10 @@ A paragraph of each document is drawn (seeded by the document id) among its para
 whose lines are mostly indented (code, grammar rules in the Python docs) are skipped. The
 paragraph, cut to `max_paragraph_words`, goes after BGE-M3's prompt, quoted as given
 (PAPERS.md): the English one, or the Chinese one for documents whose language is `zh`.
-An answer that is not one question is asked again (bounded), then rejected with its reason:
+The request carries `regex` (default: one line ending at its only question mark), which
+backends with constrained decoding enforce; `grammar` (EBNF) replaces it where set. Every answer
+is checked all the same: one that is not one question is asked again (bounded), then rejected
+with its reason:
 `empty_answer`, `extra_content` (more than the question), `not_a_question` (no question
 mark), `multiple_questions`, `too_long`. Rows are Query records (passage_id = the document
 id, task_type `long_doc`) plus the paragraph, so the shared `mine` stage reads them as is.
@@ -30,6 +33,7 @@ from .ask import Ask, ask_all, request_seed
 DEFAULT_TASK = "Given a question, retrieve the long document that answers it"
 _PREFIX = re.compile(r"^\s*(?:\*\*)?(?:question|q|问题)\s*[:：]\s*(?:\*\*)?\s*", re.I)
 _QUOTES = "\"'“”‘’「」`"
+QUESTION_REGEX = r"[^\n?？]+[?？]"  # one line, one question mark, at its end
 
 
 class QuestionsSettings(Section):
@@ -44,6 +48,8 @@ class QuestionsSettings(Section):
     temperature: float = 0.0
     retry_temperature: float = 0.8
     limit: Optional[int] = Field(None, ge=1)  # documents per shard, for small demos
+    regex: Optional[str] = QUESTION_REGEX  # the answer's form, enforced while decoding; null = off
+    grammar: Optional[str] = None  # an EBNF grammar (`root ::= ...`); when set, used instead of regex
 
 
 class MLDQuestion(Query):
@@ -130,7 +136,8 @@ class QuestionsStage(Stage):
             prompt=None if s.chat else prompt, messages=(("user", prompt),) if s.chat else None,
             max_tokens=s.max_tokens,
             temperature=s.temperature if attempt == 0 else s.retry_temperature,
-            seed=request_seed(self.ctx.seed, doc["id"], attempt))
+            seed=request_seed(self.ctx.seed, doc["id"], attempt),
+            regex=None if s.grammar else s.regex, grammar=s.grammar)
 
     def process(self, index: int) -> ShardOutput:
         s = self.settings
@@ -147,7 +154,7 @@ class QuestionsStage(Stage):
         asks = [Ask(key=d["id"], request=lambda a, d=d: self._request(d, picked[d["id"]][1], a),
                     parse=lambda text: parse_question(text, s.max_question_words))
                 for d in docs if d["id"] in picked]
-        answers, failures = ask_all(self.ctx.llm, asks, s.max_attempts, counts)
+        answers, failures = ask_all(self.ctx.llm, asks, s.max_attempts, counts, stage=self.name)
         rows = []
         for doc in docs:
             if doc["id"] in failures:

@@ -1,8 +1,11 @@
 """Stage `queries`: the LLM writes a task description and a query for each seed passage.
 
 The task type of each passage is drawn (seeded by passage id) from `task_types`; the few-shot
-template asks for `Task: ...` then `Query: ...`. A malformed answer is asked again (new seed,
-`retry_temperature`) up to `max_attempts` times, then rejected with the reason of its last try.
+template asks for `Task: ...` then `Query: ...`, and the request carries that line format as a
+regular expression (`regex`; or an EBNF `grammar`) that backends with constrained decoding
+enforce. Every answer is parsed and checked all the same. A malformed answer is asked again
+(new seed, `retry_temperature`) up to `max_attempts` times, then rejected with the reason of its
+last try.
 With `from_file`, the stage reads the user's own queries instead and calls no LLM, so that
 `mine` + `rerank` relabel an existing data set.
 """
@@ -43,6 +46,11 @@ DEFAULT_TASK_TYPES = {
 }
 
 
+# The answer after the template's final "Task:": a task line, then one query line (the space
+# is optional for chat mode, where the answer does not continue the prompt's line).
+QUERY_REGEX = r" ?Given [^\n]+\nQuery: [^\n]+"
+
+
 class QueriesSettings(Section):
     template: str = "fret_query.jinja"
     task_types: dict[str, TaskType] = DEFAULT_TASK_TYPES
@@ -53,6 +61,8 @@ class QueriesSettings(Section):
     retry_temperature: float = 0.8
     max_query_words: int = 48
     max_passage_words: int = 200  # the passage is cut to this many words inside the prompt
+    regex: Optional[str] = QUERY_REGEX  # the answer's line format, enforced while decoding; null = off
+    grammar: Optional[str] = None  # an EBNF grammar (`root ::= ...`); when set, used instead of regex
     from_file: Optional[ExistingPath] = None  # JSONL/Parquet: query, [task], [task_type], [positive_id], [id], [language]
     shard_size: int = 32  # rows per shard when reading from_file
 
@@ -159,7 +169,7 @@ class QueriesStage(Stage):
                                             default_task=s.task_types[task_type[p["id"]]].task))
                 for p in passages]
         counts: Counter = Counter()
-        answers, failures = ask_all(self.ctx.llm, asks, s.max_attempts, counts)
+        answers, failures = ask_all(self.ctx.llm, asks, s.max_attempts, counts, stage=self.name)
         rows, rejects = [], []
         for p in passages:  # input order
             if p["id"] in failures:
@@ -187,7 +197,8 @@ class QueriesStage(Stage):
             max_tokens=s.max_tokens,
             temperature=s.temperature if attempt == 0 else s.retry_temperature,
             stop=("\nTask type:", "\nPassage:"),
-            seed=request_seed(self.ctx.seed, passage["id"], attempt))
+            seed=request_seed(self.ctx.seed, passage["id"], attempt),
+            regex=None if s.grammar else s.regex, grammar=s.grammar)
 
     def _user_shard(self, index: int) -> ShardOutput:
         s = self.settings

@@ -1,0 +1,104 @@
+"""Grammar-constrained decoding in the transformers backend (real SmolLM2, real xgrammar)."""
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from collections import Counter
+
+import pytest
+
+from fret.llm import GenerateRequest, LLMError, LLMSettings, LoglikRequest, make_llm
+from fret.llm.grammar import GrammarError, constraint_of
+from fret.llm.hf import leading_special_tokens
+from fret.stages.ask import Ask, ask_all
+from fret.stages.e5_records import GROUPS, first_json, validate
+
+SCHEMA = json.dumps(GROUPS["sts"].model.model_json_schema(), sort_keys=True)
+PROMPT = ("Write three short English sentences about cats as a JSON object with the keys S1, S2 "
+          "and S3; S1 and S2 mean the same, S3 does not.")
+
+
+@pytest.fixture(scope="module")
+def llm():
+    return make_llm(LLMSettings(dtype="bfloat16", batch_size=4))
+
+
+def test_one_constraint_per_request():
+    assert constraint_of(GenerateRequest(prompt="x")) is None
+    assert constraint_of(GenerateRequest(prompt="x", regex="a+")) == ("regex", "a+")
+    with pytest.raises(LLMError, match="json_schema and regex"):
+        constraint_of(GenerateRequest(prompt="x", json_schema="{}", regex="a+"))
+    # requests without the new fields keep their cache keys
+    assert "regex" not in GenerateRequest(prompt="x").key()
+    assert GenerateRequest(prompt="x", grammar="g").key()["grammar"] == "g"
+
+
+def test_json_schema_is_enforced_in_a_mixed_batch(llm):
+    free = GenerateRequest(messages=(("user", PROMPT),), max_tokens=120)
+    reqs = [GenerateRequest(messages=(("user", PROMPT),), max_tokens=120, json_schema=SCHEMA,
+                            temperature=1.0, seed=s) for s in (1, 2)]
+    got = llm.generate([reqs[0], free, reqs[1]])
+    for g in (got[0], got[2]):
+        assert g.finish_reason == "stop", g.text
+        validate(GROUPS["sts"].model, first_json(g.text, "{"))
+    assert got[1].text == llm.generate([free])[0].text  # the unconstrained row is left alone
+
+
+def test_regex_and_ebnf_line_formats(llm):
+    q = llm.generate([
+        GenerateRequest(prompt="Is the Nile a river? Answer:", max_tokens=12,
+                        regex=r" (Yes|No), it is [a-z]+\."),
+        GenerateRequest(messages=(("user", "Which city is the capital of France?"),), max_tokens=12,
+                        grammar='root ::= "The capital is " ("Paris" | "Rome" | "Berlin") "."'),
+    ])
+    assert re.fullmatch(r" (Yes|No), it is [a-z]+\.", q[0].text), q[0].text
+    assert q[1].text == "The capital is Paris." and q[1].finish_reason == "stop"
+
+
+def test_compiled_once_per_constraint(llm, monkeypatch):
+    grammars = llm.grammars()
+    calls = Counter()
+    compile_regex = grammars.compiler.compile_regex
+    monkeypatch.setattr(grammars.compiler, "compile_regex",
+                        lambda text: calls.update([text]) or compile_regex(text))
+    reqs = [GenerateRequest(prompt=f"Count: {i}", max_tokens=4, regex="[0-9]+ apples") for i in range(3)]
+    llm.generate(reqs)
+    llm.generate(reqs[:1])
+    assert calls == Counter({"[0-9]+ apples": 1})
+
+
+def test_bad_grammar_names_the_stage_and_the_schema(llm):
+    bad = '{"type": "object", "properties": {"a": {"type": "strin"}}}'
+    ask = Ask(key="k", request=lambda a: GenerateRequest(prompt="x", max_tokens=4, json_schema=bad),
+              parse=str)
+    with pytest.raises(LLMError, match=r"stage examples: cannot compile the json_schema .*strin") as exc:
+        ask_all(llm, [ask], 1, Counter(), stage="examples")
+    assert isinstance(exc.value.__cause__, GrammarError)
+    with pytest.raises(GrammarError, match="regex"):
+        llm.generate([GenerateRequest(prompt="x", regex="a(b")])
+
+
+def test_leading_special_tokens_follow_the_tokenizer(llm):
+    assert leading_special_tokens(llm.tokenizer) == []  # SmolLM2 adds none: prompts unchanged
+
+    class BosTokenizer:  # a Llama-style tokenizer: BOS in front unless told not to
+        bos_token = "<s>"
+
+        def __call__(self, text, add_special_tokens=True):
+            return {"input_ids": ([1] if add_special_tokens else []) + [ord(c) for c in text]}
+
+    assert leading_special_tokens(BosTokenizer()) == [1]
+
+
+def test_prefix_cache_uses_the_cache_api_without_deprecation_warnings(llm):
+    prompt = "Read the passage and answer. " * 6
+    reqs = [LoglikRequest(prompt + f"Passage {i}: a short text.", (" yes", " no")) for i in range(3)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        shared = llm.loglik(reqs)
+    llm._prefixes.clear()
+    alone = [llm.loglik([r])[0] for r in reqs]
+    for a, b in zip(shared, alone):
+        assert a.logprobs == pytest.approx(b.logprobs, rel=0.02)  # bf16 (fp32 equality: test_llm_hf)
