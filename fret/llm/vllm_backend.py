@@ -64,15 +64,19 @@ def sum_prompt_logprobs(prompt_logprobs: Sequence[Any], token_ids: Sequence[int]
     return total
 
 
-def structured_kwargs(schema: str) -> dict:
-    """The SamplingParams argument asking for JSON that follows `schema`, in either vLLM API."""
+def structured_kwargs(schema: str | None = None, *, regex: str | None = None,
+                      grammar: str | None = None) -> dict:
+    """The SamplingParams argument asking for JSON that follows `schema`, or text matching `regex`
+    or an EBNF `grammar` (the first one given), in either vLLM API."""
     import json
+    spec = ({"json": json.loads(schema)} if schema is not None else
+            {"regex": regex} if regex is not None else {"grammar": grammar})
     try:
         from vllm.sampling_params import StructuredOutputsParams
-        return {"structured_outputs": StructuredOutputsParams(json=json.loads(schema))}
+        return {"structured_outputs": StructuredOutputsParams(**spec)}
     except ImportError:
         from vllm.sampling_params import GuidedDecodingParams
-        return {"guided_decoding": GuidedDecodingParams(json=json.loads(schema))}
+        return {"guided_decoding": GuidedDecodingParams(**spec)}
 
 
 # ---- token ids, as vLLM itself would make them -------------------------------------------
@@ -240,7 +244,8 @@ class VLLMLLM(LLM):
             if len(ids) > budget:
                 ids, cut = cut_middle(ids, budget), cut + 1
             prompts.append({"prompt_token_ids": ids})
-            extra = structured_kwargs(r.json_schema) if r.json_schema else {}
+            extra = (structured_kwargs(r.json_schema, regex=r.regex, grammar=r.grammar)
+                     if r.json_schema or r.regex or r.grammar else {})
             params.append(SamplingParams(**sampling_kwargs(r), **extra))
             sent.append(i)
         if cut or len(sent) < len(batch):
