@@ -1,13 +1,22 @@
-"""The `fret` command line (forms fixed in DESIGN.md; scripts call them)."""
+"""The `fret` command line (forms fixed in DESIGN.md; scripts call them).
+
+Every command ends an error in one line on stderr and exits 2 for usage and input errors, 1 for
+failures at run time (an unexpected exception included) and 130 for Ctrl-C. `--debug` (anywhere
+on the line) or FRET_DEBUG=1 also prints the traceback, for bug reports.
+"""
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import traceback
 from pathlib import Path
 
+from . import __version__
 from .errors import FretError
 
+DEBUG_HINT = "run with --debug (or FRET_DEBUG=1) for the traceback"
+RESUMABLE = ("run", "generate", "train")  # an interrupted one resumes with the same command
 
 
 def _pipeline_args(p: argparse.ArgumentParser) -> None:
@@ -21,7 +30,10 @@ def _pipeline_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fret", description=__doc__)
+    parser = argparse.ArgumentParser(prog="fret", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"fret {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback of an error (also FRET_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run every stage of a pipeline in order")
     _pipeline_args(run)
@@ -43,13 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args) -> int:
-    from .runner import open_run, run_pipeline
+    from .runner import open_run, run_lock, run_pipeline
     ctx = open_run(args.pipeline, args.run_dir, args.overrides)
     stages = [args.stage] if args.command == "generate" else None
     if stages:
         from .stages import stage_class
         stage_class(ctx.config.pipeline, args.stage)  # a clear error for an unknown stage
-    results = run_pipeline(ctx, stages, restart=args.restart, progress=not args.quiet)
+    with run_lock(ctx.run_dir):  # one writer per run folder, for the whole command
+        results = run_pipeline(ctx, stages, restart=args.restart, progress=not args.quiet)
     for name, manifest in results.items():
         t = manifest.get("totals", {})
         rejected = sum(t.get("rejected", {}).values())
@@ -58,9 +71,7 @@ def _run(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] == "train":
         from .train.cli import main as train_main
         return train_main(argv[1:])
@@ -68,20 +79,54 @@ def main(argv: list[str] | None = None) -> int:
         from .eval import main as eval_main
         return eval_main(argv[1:])
     args = build_parser().parse_args(argv)
-    try:
-        if args.command in ("run", "generate"):
-            return _run(args)
-        if args.command == "export":
-            from .hub import push
-            print(push(args.shard_dir, args.push_to_hub, args.private, args.token_env))
-            return 0
-        if args.command == "report":
-            from .report import report
-            return report(args.run_dir, html=args.html, examples=args.examples)
-    except FretError as exc:  # user errors are one clear line; bugs keep their traceback
-        print(f"fret: error: {exc}", file=sys.stderr)
-        return 2
+    if args.command in ("run", "generate"):
+        return _run(args)
+    if args.command == "export":
+        from .hub import push
+        print(push(args.shard_dir, args.push_to_hub, args.private, args.token_env))
+        return 0
+    if args.command == "report":
+        from .report import report
+        return report(args.run_dir, html=args.html, examples=args.examples)
     return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    debug = "--debug" in argv or os.environ.get("FRET_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]  # accepted anywhere, also after train/eval
+    command = next((a for a in argv if not a.startswith("-")), "")
+    try:
+        return _dispatch(argv)
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        again = ("; finished work is kept: run the same command again to resume"
+                 if command in RESUMABLE else "")
+        print(f"fret: interrupted{again}", file=sys.stderr)
+        return 130
+    except FretError as exc:  # user errors are one clear line (several for several bad keys)
+        if debug:
+            traceback.print_exc()
+        print(f"fret: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except OSError as exc:  # a read-only folder, a full disk, a bad --html path: names the path
+        if debug:
+            traceback.print_exc()
+        print(f"fret: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"fret: error: unexpected {type(exc).__name__}: {_one_line(exc)[:500]} "
+              f"({DEBUG_HINT})", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

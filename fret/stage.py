@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Optional
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 from . import shards
@@ -40,6 +39,7 @@ class RunContext:
         self.run_dir = Path(run_dir)
         self.config = config
         self.pipeline_path = pipeline_path
+        self.overrides: list[str] = []  # the --set items, saved with the resolved settings
         self.progress = True
         self._llm = None
 
@@ -78,7 +78,7 @@ class RunContext:
         paths = [str(p) for p in shards.stage_shards(self.stage_dir(stage))]
         if not paths:
             raise StageError(f"stage {stage!r} has no output in {self.run_dir}; run it first")
-        tables = [pq.read_table(p, columns=columns, filters=filters) for p in paths]
+        tables = [shards.read_table(p, columns=columns, filters=filters) for p in paths]
         return pa.concat_tables(tables)
 
     def lookup(self, stage: str, ids) -> dict[str, dict]:

@@ -1,0 +1,237 @@
+"""The run machinery under damage and misuse: corrupt shards and manifests, two writers on one
+run folder, errors and exit codes of the command line, empty stages, refused settings.
+
+Real Parquet files and real `fret` processes on a tiny corpus + sample pipeline (no LLM, no
+model); fakes only to inject a failure (an exception at a chosen point).
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from fret import __version__, shards
+from fret.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+PIPELINE = ROOT / "pipelines" / "fret.yaml"
+TINY = ["corpus.sources.0.limit=90", "corpus.docs_per_shard=30", "sample.size=6", "sample.shard_size=3"]
+
+
+def fret(*args, overrides=TINY) -> int:
+    """`fret ARGS --set ...` in this process (as the console script calls it)."""
+    return main([*map(str, args), "--quiet", *sum((["--set", s] for s in overrides), [])])
+
+
+def gen(stage, run_dir, *extra, overrides=TINY) -> int:
+    return fret("generate", stage, PIPELINE, "--run-dir", run_dir, *extra, overrides=overrides)
+
+
+def err_lines(capsys) -> list[str]:
+    return capsys.readouterr().err.strip().splitlines()
+
+
+def stage_rows(run_dir: Path, stage: str) -> list[dict]:
+    return [r for _, rows in shards.iter_stage_rows(run_dir / stage) for r in rows]
+
+
+@pytest.fixture
+def run_dir(tmp_path, capsys):
+    """A finished corpus (3 shards) and sample stage."""
+    assert gen("corpus", tmp_path) == 0 and gen("sample", tmp_path) == 0
+    capsys.readouterr()
+    return tmp_path
+
+
+def truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def fewer_rows(path: Path) -> None:
+    table = pq.read_table(path)
+    pq.write_table(table.slice(0, table.num_rows - 1), path)
+
+
+DAMAGE = {"truncated": truncate, "deleted": Path.unlink, "one row short": fewer_rows}
+
+
+# --- corrupt shards -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_damaged_shard_of_the_resumed_stage_is_redone(run_dir, capsys, damage):
+    before = stage_rows(run_dir, "corpus")
+    shard = run_dir / "corpus" / "part-00001.parquet"
+    DAMAGE[damage](shard)
+    assert gen("corpus", run_dir) == 0
+    err = err_lines(capsys)
+    assert len(err) == 1 and "warning" in err[0] and str(shard) in err[0] and "redoing" in err[0]
+    assert stage_rows(run_dir, "corpus") == before  # the same rows, nothing lost or duplicated
+    assert shards.load_manifest(run_dir / "corpus")["complete"]
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_damaged_upstream_stops_before_restart_deletes_anything(run_dir, capsys, damage):
+    sample_before = stage_rows(run_dir, "sample")
+    shard = run_dir / "corpus" / "part-00002.parquet"
+    DAMAGE[damage](shard)
+    assert gen("sample", run_dir, "--restart") == 1
+    err = err_lines(capsys)
+    assert len(err) == 1 and str(shard) in err[0] and f"fret generate corpus {PIPELINE}" in err[0]
+    assert "Traceback" not in err[0]
+    assert stage_rows(run_dir, "sample") == sample_before  # the good output is still there
+    # The fix the message gives: redo the damaged corpus shard; sample is then sound as it was.
+    assert gen("corpus", run_dir) == 0 and gen("sample", run_dir) == 0
+    assert stage_rows(run_dir, "sample") == sample_before
+
+
+def test_shard_damaged_inside_a_data_page_is_named_when_read(run_dir, capsys):
+    """The footer check cannot see flipped bytes in a data page; the read names the file."""
+    shard = run_dir / "corpus" / "part-00000.parquet"
+    data = bytearray(shard.read_bytes())
+    data[4:200] = os.urandom(196)  # the first column chunk, footer intact
+    shard.write_bytes(bytes(data))
+    with pytest.raises(shards.ShardError, match="part-00000.parquet: cannot read this shard"):
+        shards.read_rows(shard)
+
+
+def test_corrupt_manifest_is_one_line_naming_it(run_dir, capsys):
+    manifest = run_dir / "corpus" / shards.MANIFEST
+    manifest.write_text(manifest.read_text()[:100])
+    for command in (lambda: gen("sample", run_dir), lambda: main(["report", str(run_dir)])):
+        code, err = command(), err_lines(capsys)
+        assert code == 1 and len(err) == 1 and str(manifest) in err[0] and "--restart" in err[0]
+    assert gen("corpus", run_dir, "--restart") == 0 and gen("sample", run_dir) == 0
+
+
+# --- one writer per run folder --------------------------------------------------------------------
+
+HOLDER = """
+import sys, time
+import fret.runner
+def hold(ctx, *args, **kwargs):  # injected: the command holds the folder and does no work
+    print("holding", flush=True)
+    time.sleep(60)
+fret.runner.run_pipeline = hold
+from fret.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def fret_process(*args, holder=False) -> subprocess.Popen:
+    cmd = [sys.executable, "-c", HOLDER] if holder else [sys.executable, "-m", "fret.cli"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen([*cmd, *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+
+
+def test_second_writer_stops_at_once_naming_the_holder_and_kill_9_leaves_no_lock(run_dir):
+    sets = sum((["--set", s] for s in TINY), [])
+    holder = fret_process("run", PIPELINE, "--run-dir", run_dir, *sets, holder=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        started = time.monotonic()
+        second = fret_process("generate", "corpus", PIPELINE, "--run-dir", run_dir, *sets)
+        out, err = second.communicate(timeout=60)
+        assert second.returncode == 1 and time.monotonic() - started < 30
+        assert err.strip().splitlines() == [
+            f"fret: error: run folder {run_dir} is in use by another fret command (pid {holder.pid}); "
+            "wait for it to finish (or stop it), then run this again"]
+        report = fret_process("report", run_dir)  # read-only: works while the run holds the folder
+        out, err = report.communicate(timeout=60)
+        assert report.returncode == 0 and "corpus" in out, err
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    after = fret_process("generate", "sample", PIPELINE, "--run-dir", run_dir, *sets, "--quiet")
+    out, err = after.communicate(timeout=60)
+    assert after.returncode == 0, err  # the lock died with its holder
+
+
+# --- errors and exit codes ------------------------------------------------------------------------
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"fret {__version__}"
+
+
+def raiser(exc):
+    def f(*args, **kwargs):
+        raise exc
+    return f
+
+
+@pytest.mark.parametrize("where, argv", [
+    ("fret.runner.run_pipeline", ["run", str(PIPELINE), "--run-dir", "{tmp}"]),
+    ("fret.report.report", ["report", "{tmp}"]),
+    ("fret.train.cli.main", ["train", "--data", "x"]),
+    ("fret.eval.main", ["eval", "--model", "x"]),
+])
+def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(where, argv, tmp_path, capsys,
+                                                                       monkeypatch):
+    monkeypatch.setattr(where, raiser(ZeroDivisionError("boom\nsecond line")))
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(argv) == 1
+    err = err_lines(capsys)
+    assert err == ["fret: error: unexpected ZeroDivisionError: boom second line "
+                   "(run with --debug (or FRET_DEBUG=1) for the traceback)"]
+    assert main([*argv, "--debug"]) == 1
+    assert "Traceback (most recent call last)" in capsys.readouterr().err
+    monkeypatch.setenv("FRET_DEBUG", "1")
+    assert main(argv) == 1
+    assert "Traceback (most recent call last)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where, argv, resumable", [
+    ("fret.runner.run_pipeline", ["generate", "corpus", str(PIPELINE), "--run-dir", "{tmp}"], True),
+    ("fret.train.cli.main", ["train", "--data", "x"], True),
+    ("fret.eval.main", ["eval", "--model", "x"], False),
+    ("fret.report.report", ["report", "{tmp}"], False),
+])
+def test_ctrl_c_exits_130_in_one_line(where, argv, resumable, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(where, raiser(KeyboardInterrupt()))
+    assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 130
+    err = err_lines(capsys)
+    assert len(err) == 1 and err[0].startswith("fret: interrupted")
+    assert ("run the same command again to resume" in err[0]) == resumable
+
+
+def test_os_errors_name_the_path(tmp_path, capsys, monkeypatch):
+    target = tmp_path / "no" / "such" / "folder" / "settings.yaml"
+    monkeypatch.setattr("fret.runner.save_settings", raiser(FileNotFoundError(2, "No such file", str(target))))
+    assert gen("corpus", tmp_path) == 1
+    assert err_lines(capsys) == [f"fret: error: [Errno 2] No such file: '{target}'"]
+
+
+# --- empty stages, refused settings ---------------------------------------------------------------
+
+@pytest.mark.parametrize("content, cause", [
+    (b"", "it read 0 rows: is the source empty or binary"),
+    (bytes(range(256)) * 20, "every row was rejected (top reasons: invalid_utf8"),
+])
+def test_a_stage_with_0_rows_says_so(tmp_path, capsys, content, cause):
+    source = tmp_path / "corpus.jsonl"
+    source.write_bytes(content)
+    assert gen("corpus", tmp_path / "run", overrides=[f"corpus.sources=[{{type: jsonl, path: {source}}}]"]) == 0
+    warnings = [line for line in err_lines(capsys) if "warning" in line]
+    assert len(warnings) == 1
+    assert f"stage 'corpus' ended with 0 rows in {tmp_path / 'run' / 'corpus'}" in warnings[0]
+    assert cause in warnings[0]
+
+
+def test_refused_command_leaves_the_settings_files_alone(run_dir, capsys):
+    saved = {name: (run_dir / name).read_bytes() for name in ("settings.yaml", "_settings.json")}
+    changed = [s.replace("limit=90", "limit=60") for s in TINY]
+    for argv in (["generate", "corpus", PIPELINE, "--run-dir", run_dir],
+                 ["run", PIPELINE, "--run-dir", run_dir]):
+        assert fret(*argv, overrides=changed) == 2
+        assert "--restart" in err_lines(capsys)[0]
+        assert {name: (run_dir / name).read_bytes() for name in saved} == saved
+    assert gen("corpus", run_dir, "--restart", overrides=changed) == 0  # accepted: now written
+    assert b"limit: 60" in (run_dir / "settings.yaml").read_bytes()
