@@ -268,6 +268,7 @@ def test_label_logprobs_from_chat_top_logprobs(server_llm):
 
 
 @pytest.mark.server
+@pytest.mark.slow
 def test_rerank_on_a_server_without_prompt_logprobs(llama_server, tmp_path):
     """rerank on llama.cpp's server: QL cannot be had (shifted echo), so the stage fuses RC with
     the embedder's rank, one request per pair, and says so in the manifest and the report."""

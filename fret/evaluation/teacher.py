@@ -158,5 +158,6 @@ def run(args, embedder, formatting) -> list[dict]:
         ctx.close()
     out = args.run_dir / STAGE
     shards.write_table(out / shards.shard_name(0), rows, EVAL_SCHEMA)
-    shards.save_manifest(out, manifest)
+    manifest["shards"] = {shards.shard_name(0): manifest["totals"]}
+    shards.save_manifest(out, manifest)  # written last: the figures are done
     return table_rows

@@ -4,8 +4,8 @@ QL(q, p) = log P(query | few-shot prompt, passage); RC(q, p) from the log-probab
 relevance labels after (query, passage) (`LLM.label_logprobs`: whole labels, or on the `openai`
 backend each label's first token, one request per pair), scored by `rc_score`. The rankings of
 the signals in `fusion` (QL, RC, and the embedder's own rank) are fused by weighted reciprocal
-rank fusion, R = sum_s w_s / (k + r_s) (QL + RC with k = 0 in the paper). The positive is the top
-passage under R; hard negatives are the last-ranked one(s) or a seeded sample of ranks 2..N.
+rank fusion, R = sum_s w_s / (k + r_s) (the paper: QL + RC, k = 0; the default adds the
+embedder). The positive is the top passage under R; hard negatives are the last-ranked one(s) or a seeded sample of ranks 2..N.
 
 `score_pairs` and `fuse` are the one scoring path: `fret eval --rerank` (fret.evaluation.teacher)
 calls them too. Where the backend has no prompt log-probabilities (a chat-only API), QL is left
@@ -39,8 +39,11 @@ class RerankSettings(Section):
     # expected: expected grade under the label distribution; top_label: the top grade's logprob;
     # calibrated: expected grade after dividing out the labels' prior for the query on a
     # content-free passage (+1 request per query); log_ratio: log P(top grade) - log P(bottom grade)
-    rc_score: Literal["expected", "top_label", "calibrated", "log_ratio"] = "expected"
-    fusion: dict[Signal, float] = {"ql": 1.0, "rc": 1.0}  # signal -> RRF weight
+    # Defaults measured with `fret eval --rerank` on XQuAD-en with the embedded SmolLM2 (README,
+    # "Measuring the teacher"): expected/calibrated/log_ratio RC ranked relevant passages last,
+    # top_label did not, and adding the embedder's rank beat both the embedder and QL alone.
+    rc_score: Literal["expected", "top_label", "calibrated", "log_ratio"] = "top_label"
+    fusion: dict[Signal, float] = {"ql": 1.0, "rc": 1.0, "embed": 1.0}  # signal -> RRF weight
     rrf_k: float = Field(0.0, ge=0)
     negatives: Literal["last", "sample"] = "last"
     num_negatives: int = Field(1, ge=0)
