@@ -71,6 +71,17 @@ def _run(args) -> int:
     return 0
 
 
+def _check_shards(run_dir: Path) -> None:
+    """A damaged shard is named with its fix before the report tries to read it."""
+    from . import shards
+    from .report import stage_dirs
+    for stage_dir in stage_dirs(run_dir):
+        bad = shards.damaged_shards(stage_dir, shards.load_manifest(stage_dir))
+        for name, problem in sorted(bad.items()):
+            raise shards.ShardError(f"{stage_dir / name} is damaged ({problem}); "
+                                    f"{shards.redo_hint(stage_dir / name)}")
+
+
 def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] == "train":
         from .train.cli import main as train_main
@@ -87,6 +98,7 @@ def _dispatch(argv: list[str]) -> int:
         return 0
     if args.command == "report":
         from .report import report
+        _check_shards(args.run_dir)
         return report(args.run_dir, html=args.html, examples=args.examples)
     return 0
 

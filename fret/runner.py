@@ -5,9 +5,10 @@ process it, write rejects and rows under temporary names, rename, then record th
 manifest (the "done" marker, written last). A kill loses at most the shard in flight; LLM
 answers already received are in the request cache.
 
-Before anything is written, every stage of the command is checked (`plan`): settings that do not
-match a stage's shards, an upstream stage that has not finished or has a damaged shard. Only then
-are the settings files written and the stages run. A damaged shard of the stage itself is redone.
+Before a stage deletes (--restart) or writes anything, its upstream stages must have finished with
+sound shards and its settings must match its shards; a damaged shard of the stage itself is redone.
+The settings files are written when the command first writes data (or finishes), so a refused
+command leaves those of the data on disk.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from collections import Counter
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import yaml
 from tqdm import tqdm
@@ -93,23 +94,6 @@ def make_stage(ctx: RunContext, name: str) -> Stage:
     return stage_class(ctx.config.pipeline, name)(ctx, getattr(ctx.config, name))
 
 
-def plan(ctx: RunContext, names: list[str], restart: bool = False) -> dict[str, Stage]:
-    """Check every stage of a command before anything is written or deleted.
-
-    An upstream stage run by the same command counts by the hash it will have; one outside it
-    must have finished with sound shards. Raises StageError/ShardError; returns the stages built.
-    """
-    digests, stages = {}, {}
-    for name in names:
-        stage = stages[name] = make_stage(ctx, name)
-        upstream = {up: digests[up] if up in digests else _finished_upstream(ctx, stage, up)
-                    for up in _inputs(stage)}
-        digests[name] = settings_hash(stage, upstream)
-        if not restart:
-            _refuse_mixing(ctx, name, digests[name])
-    return stages
-
-
 def _usage(ctx: RunContext) -> Usage:
     llm = ctx._llm
     return Usage(**asdict(llm.usage)) if llm is not None else Usage()
@@ -156,14 +140,18 @@ def _warn_if_empty(ctx: RunContext, stage: Stage, totals: dict) -> None:
 
 
 def run_stage(ctx: RunContext, name: str, restart: bool = False, progress: bool = True,
-              stage: Optional[Stage] = None) -> dict:
-    stage = stage or make_stage(ctx, name)
+              on_work: Optional[Callable[[], None]] = None) -> dict:
+    """Run one stage; `on_work` is called when it is accepted and about to write shards (or delete)."""
+    stage = make_stage(ctx, name)
     stage_dir = ctx.stage_dir(name)
     upstream = _upstream_hashes(ctx, stage)  # checked before anything is deleted
     digest = settings_hash(stage, upstream)
+    if not restart:
+        _refuse_mixing(ctx, name, digest)
+    elif on_work:
+        on_work()
     if restart and stage_dir.exists():
         shutil.rmtree(stage_dir)
-    _refuse_mixing(ctx, name, digest)
     manifest = shards.load_manifest(stage_dir)
     if manifest.get("settings_hash") != digest:
         manifest = {"stage": name, "settings_hash": digest, "shards": {}}
@@ -173,6 +161,8 @@ def run_stage(ctx: RunContext, name: str, restart: bool = False, progress: bool 
     done = manifest["shards"]
     todo = [i for i in stage.shard_indices() if shards.shard_name(i) not in done]
     if todo:
+        if on_work:
+            on_work()
         stage.setup()
     bar = tqdm(todo, desc=f"{name:>10}", unit="shard", disable=not progress, leave=True)
     for index in bar:
@@ -227,12 +217,17 @@ def run_pipeline(ctx: RunContext, stages: Optional[list[str]] = None, restart: b
     names = stages or PIPELINES[ctx.config.pipeline]
     ctx.progress = progress  # sub-runs of a recipe show bars only when their parent does
     results = {}
+    saved = []
+
+    def accepted() -> None:  # the settings of a command are saved once it writes, not before
+        if not saved:
+            save_settings(ctx)
+            saved.append(True)
+
     try:
-        planned = plan(ctx, names, restart=restart)  # refuses before anything is written
-        save_settings(ctx)
         for name in names:
-            results[name] = run_stage(ctx, name, restart=restart, progress=progress,
-                                      stage=planned[name])
+            results[name] = run_stage(ctx, name, restart=restart, progress=progress, on_work=accepted)
+        accepted()  # a command that had nothing to do is accepted once it has checked every stage
     finally:
         ctx.close()
     return results

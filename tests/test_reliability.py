@@ -109,6 +109,14 @@ def test_corrupt_manifest_is_one_line_naming_it(run_dir, capsys):
     assert gen("corpus", run_dir, "--restart") == 0 and gen("sample", run_dir) == 0
 
 
+def test_report_names_a_damaged_shard(run_dir, capsys):
+    shard = run_dir / "sample" / "part-00001.parquet"
+    truncate(shard)
+    assert main(["report", str(run_dir)]) == 1
+    err = err_lines(capsys)
+    assert len(err) == 1 and str(shard) in err[0] and "fret generate sample" in err[0]
+
+
 # --- one writer per run folder --------------------------------------------------------------------
 
 HOLDER = """
@@ -227,11 +235,12 @@ def test_a_stage_with_0_rows_says_so(tmp_path, capsys, content, cause):
 
 def test_refused_command_leaves_the_settings_files_alone(run_dir, capsys):
     saved = {name: (run_dir / name).read_bytes() for name in ("settings.yaml", "_settings.json")}
-    changed = [s.replace("limit=90", "limit=60") for s in TINY]
-    for argv in (["generate", "corpus", PIPELINE, "--run-dir", run_dir],
-                 ["run", PIPELINE, "--run-dir", run_dir]):
+    changed_corpus = [s.replace("limit=90", "limit=60") for s in TINY]
+    changed_sample = [s.replace("size=6", "size=5") for s in TINY]
+    for argv, changed in ((["generate", "corpus", PIPELINE, "--run-dir", run_dir], changed_corpus),
+                          (["run", PIPELINE, "--run-dir", run_dir], changed_sample)):  # corpus: no-op
         assert fret(*argv, overrides=changed) == 2
         assert "--restart" in err_lines(capsys)[0]
         assert {name: (run_dir / name).read_bytes() for name in saved} == saved
-    assert gen("corpus", run_dir, "--restart", overrides=changed) == 0  # accepted: now written
+    assert gen("corpus", run_dir, "--restart", overrides=changed_corpus) == 0  # accepted: written
     assert b"limit: 60" in (run_dir / "settings.yaml").read_bytes()
