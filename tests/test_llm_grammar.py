@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from fret.llm import GenerateRequest, LLMError, LLMSettings, LoglikRequest, make_llm
-from fret.llm.grammar import GrammarError, constraint_of
+from fret.llm.grammar import GrammarError, constraint_of, server_constraint
 from fret.llm.hf import leading_special_tokens
 from fret.stages.ask import Ask, ask_all
 from fret.stages.e5_records import GROUPS, first_json, validate
@@ -32,6 +32,16 @@ def test_one_constraint_per_request():
     # requests without the new fields keep their cache keys
     assert "regex" not in GenerateRequest(prompt="x").key()
     assert GenerateRequest(prompt="x", grammar="g").key()["grammar"] == "g"
+
+
+def test_server_fields_only_where_the_server_style_is_named():
+    r = GenerateRequest(prompt="x", regex="a+")
+    assert server_constraint(r, None) == {}  # OpenAI itself refuses unknown fields
+    assert server_constraint(r, "structured_outputs") == {"structured_outputs": {"regex": "a+"}}
+    assert server_constraint(GenerateRequest(prompt="x", grammar="g"), "guided") == {"guided_grammar": "g"}
+    assert server_constraint(GenerateRequest(prompt="x", json_schema="{}"), "guided") == {}  # response_format
+    with pytest.raises(LLMError, match="structured_outputs"):
+        server_constraint(r, "sglang")
 
 
 def test_json_schema_is_enforced_in_a_mixed_batch(llm):
