@@ -112,3 +112,20 @@ def test_prefix_cache_uses_the_cache_api_without_deprecation_warnings(llm):
     alone = [llm.loglik([r])[0] for r in reqs]
     for a, b in zip(shared, alone):
         assert a.logprobs == pytest.approx(b.logprobs, rel=0.02)  # bf16 (fp32 equality: test_llm_hf)
+
+
+def test_prompt_too_long_is_rejected_once_with_its_reason():
+    from fret.llm import Generation
+
+    class TooLong:
+        calls = 0
+
+        def generate(self, requests):
+            TooLong.calls += 1
+            return [Generation("", finish_reason="prompt_too_long") for _ in requests]
+
+    counts = Counter()
+    ask = Ask("k", lambda attempt: GenerateRequest(prompt="x" * 10), lambda text: text)
+    answers, failures = ask_all(TooLong(), [ask], 3, counts, stage="queries")
+    assert answers == {} and failures["k"].reason == "prompt_too_long"
+    assert TooLong.calls == 1 and counts["prompt_too_long"] == 1  # not retried

@@ -16,7 +16,8 @@ from fret.bundled import minilm_dir
 from fret.records import Passage, Query, schema_of, stable_id
 from fret.shards import write_json, write_table
 from fret.train import cli
-from fret.train.data import folder_kind, load_data, DataSource
+from fret.formatting import gecko
+from fret.train.data import DataSource, folder_kind, format_examples, load_data
 from test_train_cli import wiki_articles
 
 TASK = "Given a short description, find the Wikipedia article it describes"
@@ -49,9 +50,9 @@ def run_dir(tmp_path_factory):
 
 def test_queries_folder_reads_as_seed_pairs(run_dir):
     assert folder_kind(run_dir / "queries") == "queries"
-    loaded = load_data([DataSource(run_dir / "queries")], fmt=True, max_negatives=1, seed=0)
-    assert len(loaded.examples) == 48
-    first = loaded.examples[0]
+    loaded = load_data([DataSource(run_dir / "queries")], max_negatives=1, seed=0)
+    assert len(loaded.pairs) == 48
+    first = format_examples(loaded.pairs, gecko(None))[0]
     assert first.query.startswith(f"task: {TASK} | query: ") and first.negatives == []
     assert first.positive.startswith("title: ") and " | text: " in first.positive
     assert loaded.lineage[0]["dropped"] == {"no_passage_id": 1, "passage_not_in_corpus": 0}
@@ -77,7 +78,8 @@ def mrr_at_10(model, run_dir):
 def test_bootstrap_model_works_as_seed_embedder(run_dir, tmp_path):
     out = tmp_path / "seed-embedder"
     code = cli.main(["--data", str(run_dir / "queries"), "--model", "default", "--output", str(out),
-                     "--set", "batch_size=16", "--set", "max_steps=6", "--set", "lr=1e-4", "--set", "max_length=96"])
+                     "--set", "batch_size=16", "--set", "max_steps=6", "--set", "lr=1e-4", "--set", "max_length=96",
+                     "--set", "format=gecko"])  # as the embed and mine stages format by default
     assert code == 0
     from sentence_transformers import SentenceTransformer
 

@@ -68,6 +68,11 @@ def ask_all(llm, asks: list[Ask], max_attempts: int, counts: Counter,
             raise LLMError(f"stage {stage or '?'}: {err}") from err
         counts["attempts"] += len(batch)
         for ask, gen in zip(batch, generations):
+            if gen.finish_reason == "prompt_too_long":  # the backend sent nothing; a retry cannot fit either
+                failures[ask.key] = Failure("prompt_too_long", "the prompt does not fit llm.max_length", "")
+                counts["prompt_too_long"] += 1
+                del pending[ask.key]
+                continue
             try:
                 value = ask.parse(gen.text)
             except Invalid as err:
@@ -77,4 +82,4 @@ def ask_all(llm, asks: list[Ask], max_attempts: int, counts: Counter,
             answers[ask.key] = Answer(value, gen.text, attempt + 1)
             failures.pop(ask.key, None)
             del pending[ask.key]
-    return answers, {k: failures[k] for k in pending}
+    return answers, failures  # answered keys were popped: what is left failed

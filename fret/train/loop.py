@@ -149,9 +149,10 @@ def train(sources: list[DataSource], model: str, output: Path, settings: TrainSe
         raise ValueError("no complete batch: fewer examples per source than batch_size")
     total = settings.max_steps if settings.max_steps is not None else settings.epochs * per_epoch
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    warm = max(settings.warmup_steps, 1)
+    warmup = settings.warmup_steps or round(settings.warmup_ratio * total)
+    warm = max(warmup, 1)  # linear warm-up to lr over `warmup` steps, then linear decay to 0
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - settings.warmup_steps))))
+        optimizer, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warmup))))
     run_id = fingerprint(settings, base, data.lineage, size)
     finished = None if restart else card.read(output)
     if finished is not None:
@@ -174,6 +175,11 @@ def train(sources: list[DataSource], model: str, output: Path, settings: TrainSe
     step_fn = cached_step if settings.gradient_cache else plain_step
     losses: list[float] = []
     plan, plan_epoch_no = [], -1
+    from tqdm.auto import tqdm
+
+    # a live bar on a terminal (rank 0 only); the periodic log lines below serve logs and CI
+    bar = tqdm(total=total, initial=step, desc="fret train", unit="step", disable=None if rank == 0 else True,
+               dynamic_ncols=True, leave=False)
     while step < total:
         epoch, index = divmod(step, per_epoch)
         if epoch != plan_epoch_no:
@@ -193,6 +199,8 @@ def train(sources: list[DataSource], model: str, output: Path, settings: TrainSe
         optimizer.zero_grad(set_to_none=True)
         step += 1
         losses.append(loss)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
         if step % 10 == 0 or step == total:
             log(f"fret train: step {step}/{total} loss {loss:.4f} lr {scheduler.get_last_lr()[0]:.2e}")
         if settings.checkpoint_every and step % settings.checkpoint_every == 0 and step < total:
@@ -200,6 +208,7 @@ def train(sources: list[DataSource], model: str, output: Path, settings: TrainSe
                             scheduler, settings.keep_checkpoints)
         if on_step is not None:
             on_step(step, loss)
+    bar.close()
 
     if rank == 0:
         encoder.eval()
