@@ -75,7 +75,7 @@ def test_key_changes_with_every_field():
     identity = {"backend": "counting", "model": "m", "gguf_file": None}
     base_g = GenerateRequest(prompt="p", messages=None)
     changes = {"prompt": "q", "messages": (("user", "p"),), "max_tokens": 7, "temperature": 0.5,
-               "top_p": 0.9, "stop": ("\n",), "seed": 1, "json_schema": "{}"}
+               "top_p": 0.9, "stop": ("\n",), "seed": 1, "json_schema": "{}", "regex": "a+", "grammar": "root ::= \"a\""}
     assert set(changes) == {f.name for f in dataclasses.fields(GenerateRequest)}
     keys = {request_key(identity, base_g)}
     for name, value in changes.items():
