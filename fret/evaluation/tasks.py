@@ -10,8 +10,14 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+import pyarrow as pa
 
 from fret.formatting import Formatting
+
+# One row per (model, task, data, dim, metric): the recipe's `eval` stage and `fret eval --rerank` write it.
+EVAL_SCHEMA = pa.schema([("id", pa.string()), ("model", pa.string()), ("task", pa.string()),
+                         ("data", pa.string()), ("dim", pa.int64()), ("metric", pa.string()),
+                         ("value", pa.float64())])
 
 
 def load_model(name: str, device: Optional[str] = None, mcls_window: Optional[int] = None):

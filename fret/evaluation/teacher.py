@@ -120,7 +120,6 @@ def run(args, embedder, formatting) -> list[dict]:
     """`fret eval --rerank`: the teacher on every --retrieval set; rows for the table and --json."""
     from fret.config import load_pipeline
     from fret.stage import RunContext
-    from fret.stages.train_eval import EVAL_SCHEMA
 
     if args.run_dir is None:
         raise readers.EvalDataError("--rerank needs --run-dir (where the request cache and figures go)")
@@ -157,7 +156,7 @@ def run(args, embedder, formatting) -> list[dict]:
     finally:
         ctx.close()
     out = args.run_dir / STAGE
-    shards.write_table(out / shards.shard_name(0), rows, EVAL_SCHEMA)
+    shards.write_table(out / shards.shard_name(0), rows, tasks.EVAL_SCHEMA)
     manifest["shards"] = {shards.shard_name(0): manifest["totals"]}
     shards.save_manifest(out, manifest)  # written last: the figures are done
     return table_rows

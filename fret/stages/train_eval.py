@@ -14,15 +14,13 @@ from typing import Optional
 import pyarrow as pa
 
 from ..config import Section
+from ..evaluation.tasks import EVAL_SCHEMA
 from ..train.settings import TrainSettings
 from ..records import stable_id
 from ..stage import ShardOutput, Stage
 
 TRAIN_SCHEMA = pa.schema([("id", pa.string()), ("model_path", pa.string()), ("base_model", pa.string()),
                           ("data", pa.string()), ("settings", pa.string())])
-EVAL_SCHEMA = pa.schema([("id", pa.string()), ("model", pa.string()), ("task", pa.string()),
-                         ("data", pa.string()), ("dim", pa.int64()), ("metric", pa.string()),
-                         ("value", pa.float64())])
 
 
 class TrainStageSettings(Section):
