@@ -1,6 +1,6 @@
 """Does `fret train` help on held-out data? fret's trainer against sentence-transformers' on one split.
 
-XQuAD-en (../shared/evaldata) is split by article, seeded: half the articles train, the other half
+XQuAD-en (or `--lang`, ../shared/evaldata) is split by article, seeded: half the articles train, the other half
 are the held-out test side, read as retrieval (question -> its paragraph among the test
 paragraphs). Every model is scored on the test side with `fret eval`, exactly as a user would:
 
@@ -32,14 +32,14 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
-XQUAD = ROOT.parent / "shared" / "evaldata" / "xquad" / "xquad.en.json"
+XQUAD = ROOT.parent / "shared" / "evaldata" / "xquad"
 TASK = "Given a question, find a passage that answers the question"
 FRET = [sys.executable, "-m", "fret.cli"]
 
 
-def split_articles(seed: int) -> tuple[list[dict], list[dict]]:
-    """(train articles, test articles): a seeded half of XQuAD-en's articles each."""
-    articles = json.loads(XQUAD.read_text())["data"]
+def split_articles(seed: int, lang: str) -> tuple[list[dict], list[dict]]:
+    """(train articles, test articles): a seeded half of XQuAD-<lang>'s articles each."""
+    articles = json.loads((XQUAD / f"xquad.{lang}.json").read_text())["data"]
     order = list(range(len(articles)))
     random.Random(seed).shuffle(order)
     half = len(order) // 2
@@ -52,15 +52,15 @@ def training_pairs(articles: list[dict]) -> list[dict]:
             for art in articles for para in art["paragraphs"] for qa in para["qas"]]
 
 
-def write_unified(folder: Path, pairs: list[dict], negatives: dict[str, list[str]]) -> None:
+def write_unified(folder: Path, pairs: list[dict], negatives: dict[str, list[str]], lang: str) -> None:
     """Unified shards (fret.records.Unified), as any fret pipeline would hand them to `fret train`."""
     from fret.records import Unified, schema_of, stable_id
     from fret.shards import shard_name, write_table
 
-    rows = [Unified(id=stable_id("xquad-en-train", p["query"], p["positive"]), task=TASK, query=p["query"],
+    rows = [Unified(id=stable_id(f"xquad-{lang}-train", p["query"], p["positive"]), task=TASK, query=p["query"],
                     positive=p["positive"], positive_title=p["title"],
                     negatives=negatives.get(p["query"], []), negative_titles=[None] * len(negatives.get(p["query"], [])),
-                    source="xquad-en-train", task_type="question_answering", symmetric=False, language="en",
+                    source=f"xquad-{lang}-train", task_type="question_answering", symmetric=False, language=lang,
                     meta="{}").model_dump() for p in pairs]
     write_table(folder / shard_name(0), rows, schema_of(Unified))
 
@@ -102,8 +102,8 @@ def mined_negatives(work: Path, pairs: list[dict], which: str) -> dict[str, list
     return out
 
 
-def write_test(path: Path, articles: list[dict]) -> None:
-    path.write_text(json.dumps({"version": "xquad-en-test-half", "data": articles}))
+def write_test(path: Path, articles: list[dict], lang: str) -> None:
+    path.write_text(json.dumps({"version": f"xquad-{lang}-test-half", "data": articles}))
 
 
 def evaluate(model: str, test: Path, out: Path) -> dict:
@@ -152,6 +152,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", type=Path, default=Path("/tmp/fret-bench-finetune"))
     p.add_argument("--seed", type=int, default=0, help="article split seed")
+    p.add_argument("--lang", default="en", help="XQuAD language (en, es, de, ...): MiniLM is English-only, so other\n"
+                   "languages leave the base model room to gain")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-5, help="sentence-transformers' learning rate")
@@ -162,18 +164,18 @@ def main() -> int:
     args = p.parse_args()
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
-    train_articles, test_articles = split_articles(args.seed)
+    train_articles, test_articles = split_articles(args.seed, args.lang)
     pairs = training_pairs(train_articles)
     test = work / "test.json"
-    write_test(test, test_articles)
+    write_test(test, test_articles, args.lang)
     print(f"split: {len(train_articles)} train articles ({len(pairs)} pairs), {len(test_articles)} test articles "
           f"({sum(len(q['qas']) for a in test_articles for q in a['paragraphs'])} queries)", file=sys.stderr)
     plain_dir, mined_dir = work / "train-plain", work / "train-mined"
-    write_unified(plain_dir, pairs, {})
+    write_unified(plain_dir, pairs, {}, args.lang)
     runs = args.runs.split(",")
     variants = [parse_variant(v) for v in args.variant]
     if "fret-mined" in runs or any(name.endswith("+mined") for name, _ in variants):
-        write_unified(mined_dir, pairs, mined_negatives(work, pairs, args.negative))
+        write_unified(mined_dir, pairs, mined_negatives(work, pairs, args.negative), args.lang)
     results_path = work / "RESULTS.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     todo: list[tuple[str, list[str], Path]] = []
