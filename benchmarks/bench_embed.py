@@ -15,9 +15,9 @@ import time
 
 import numpy as np
 
-from fret.corpus import CorpusSettings, iter_passages
-from fret.embed import Embedder
-from fret.records import Passage
+from fret.parts.corpus import CorpusSettings, iter_passages
+from fret.parts.embed import Embedder
+from fret.core.records import Passage
 
 
 def padding_share(lengths: np.ndarray, batch_size: int) -> float:

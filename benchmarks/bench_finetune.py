@@ -54,8 +54,8 @@ def training_pairs(articles: list[dict]) -> list[dict]:
 
 def write_unified(folder: Path, pairs: list[dict], negatives: dict[str, list[str]], lang: str) -> None:
     """Unified shards (fret.records.Unified), as any fret pipeline would hand them to `fret train`."""
-    from fret.records import Unified, schema_of, stable_id
-    from fret.shards import shard_name, write_table
+    from fret.core.records import Unified, schema_of, stable_id
+    from fret.core.shards import shard_name, write_table
 
     rows = [Unified(id=stable_id(f"xquad-{lang}-train", p["query"], p["positive"]), task=TASK, query=p["query"],
                     positive=p["positive"], positive_title=p["title"],
@@ -126,7 +126,7 @@ def train_st(pairs: list[dict], output: Path, batch: int, epochs: int, lr: float
                                        SentenceTransformerTrainingArguments)
     from sentence_transformers.losses import CachedMultipleNegativesRankingLoss
 
-    from fret.bundled import minilm_dir
+    from fret.parts.bundled import minilm_dir
 
     start = time.perf_counter()
     model = SentenceTransformer(str(minilm_dir()), device="cpu")

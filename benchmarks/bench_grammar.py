@@ -34,9 +34,9 @@ ATTRS = {"query_type": "extremely long-tail", "query_length": "less than 5 words
 
 
 def make_requests(max_tokens: int, constrained: bool):
-    from fret.llm import GenerateRequest
-    from fret.prompts import load_template
-    from fret.stages.e5_records import GROUPS
+    from fret.parts.llm import GenerateRequest
+    from fret.parts.prompts import load_template
+    from fret.stages.e5.records import GROUPS
     reqs = []
     for group, task in TASKS.items():
         prompt = load_template(f"e5_example_{group}.jinja").render(task=task, **ATTRS).strip()
@@ -60,8 +60,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=6)
     args = ap.parse_args()
 
-    from fret.llm import LLMSettings, make_llm
-    from fret.stages.e5_records import first_json
+    from fret.parts.llm import LLMSettings, make_llm
+    from fret.stages.e5.records import first_json
     llm = make_llm(LLMSettings(batch_size=args.batch_size))
     plain, constrained = make_requests(args.max_tokens, False), make_requests(args.max_tokens, True)
     print(f"model: bundled SmolLM2-135M-Instruct, dtype {llm.dtype}, {len(plain)} requests, "

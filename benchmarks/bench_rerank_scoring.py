@@ -30,15 +30,15 @@ LABELS = (" Perfectly relevant", " Highly relevant", " Somewhat relevant", " Not
 
 def make_pairs(n: int, passage_chars: int) -> list[tuple[str, str]]:
     """(query, passage): the passage is an extract's head; the query asks about its title."""
-    from fret.bundled import wiki_summaries
+    from fret.parts.bundled import wiki_summaries
     data = json.loads(wiki_summaries("en").read_text(encoding="utf-8"))
     rows = [v for v in data.values() if len(v["extract"]) >= passage_chars][:n]
     return [(f"what is {v['title'].lower()}", v["extract"][:passage_chars]) for v in rows]
 
 
 def requests_for(pairs):
-    from fret.llm import LoglikRequest
-    from fret.prompts import render
+    from fret.parts.llm import LoglikRequest
+    from fret.parts.prompts import render
     ql = [LoglikRequest(render("fret_ql", passage=p).rstrip("\n"), (" " + q,)) for q, p in pairs]
     rc = [LoglikRequest(render("fret_rc", query=q, passage=p).rstrip("\n"), LABELS) for q, p in pairs]
     return ql + rc
@@ -90,7 +90,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-    from fret.llm import LLMSettings, make_llm
+    from fret.parts.llm import LLMSettings, make_llm
     ours = make_llm(LLMSettings(batch_size=args.batch_size))
     noshare = make_llm(LLMSettings(batch_size=args.batch_size, extra={"prefix_sharing": False}))
     fp32 = make_llm(LLMSettings(dtype="float32", batch_size=args.batch_size))

@@ -25,7 +25,7 @@ DIMS = [384, 256, 128, 64]
 
 
 def pairs(n: int) -> list[tuple[str, str]]:
-    from fret.evaluation import read_squad_retrieval
+    from fret.parts.evaluation import read_squad_retrieval
 
     data = read_squad_retrieval(XQUAD)
     out = [(data.queries[q], data.corpus[d][1]) for q, rel in data.qrels.items() for d in rel]
@@ -36,12 +36,12 @@ def fret_trainer(max_length: int):
     """A step function for fret's trainer (gradient cache + Gecko loss + Matryoshka)."""
     import torch
 
-    from fret.bundled import minilm_dir
-    from fret.train.data import Example
-    from fret.train.gradcache import cached_step
-    from fret.train.loop import batch_texts, make_loss_of
-    from fret.train.loss import GeckoLoss
-    from fret.train.model import Encoder
+    from fret.parts.bundled import minilm_dir
+    from fret.parts.train.data import Example
+    from fret.parts.train.gradcache import cached_step
+    from fret.parts.train.loop import batch_texts, make_loss_of
+    from fret.parts.train.loss import GeckoLoss
+    from fret.parts.train.model import Encoder
 
     torch.manual_seed(0)
     encoder = Encoder(str(minilm_dir()), "auto", max_length)
@@ -70,7 +70,7 @@ def st_trainer(max_length: int):
     except ImportError:
         from sentence_transformers.losses import CachedMultipleNegativesRankingLoss, MatryoshkaLoss
 
-    from fret.bundled import minilm_dir
+    from fret.parts.bundled import minilm_dir
 
     torch.manual_seed(0)
     model = SentenceTransformer(str(minilm_dir()), device="cpu")

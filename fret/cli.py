@@ -13,7 +13,7 @@ import traceback
 from pathlib import Path
 
 from . import __version__
-from .errors import FretError
+from .core.errors import FretError
 
 DEBUG_HINT = "run with --debug (or FRET_DEBUG=1) for the traceback"
 RESUMABLE = ("run", "generate", "train")  # an interrupted one resumes with the same command
@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args) -> int:
-    from .runner import open_run, run_lock, run_pipeline
+    from .core.runner import open_run, run_lock, run_pipeline
     ctx = open_run(args.pipeline, args.run_dir, args.overrides)
     stages = [args.stage] if args.command == "generate" else None
     if stages:
@@ -73,7 +73,7 @@ def _run(args) -> int:
 
 def _check_shards(run_dir: Path) -> None:
     """A damaged shard is named with its fix before the report tries to read it."""
-    from . import shards
+    from .core import shards
     from .report import stage_dirs
     for stage_dir in stage_dirs(run_dir):
         bad = shards.damaged_shards(stage_dir, shards.load_manifest(stage_dir))
@@ -84,16 +84,16 @@ def _check_shards(run_dir: Path) -> None:
 
 def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] == "train":
-        from .train.cli import main as train_main
+        from .parts.train.cli import main as train_main
         return train_main(argv[1:])
     if argv and argv[0] == "eval":
-        from .eval import main as eval_main
+        from .parts.evaluation.cli import main as eval_main
         return eval_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command in ("run", "generate"):
         return _run(args)
     if args.command == "export":
-        from .hub import push
+        from .parts.hub import push
         print(push(args.shard_dir, args.push_to_hub, args.private, args.token_env))
         return 0
     if args.command == "report":

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from . import shards
-from .records import Unified, schema_of
-from .report import rerank_notes
+from .core import shards
+from .core.records import Unified, schema_of
+from .stages.fret.rerank import rerank_notes
 
 UNIFIED_COLUMNS = set(schema_of(Unified).names)
 

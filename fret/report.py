@@ -9,8 +9,9 @@ from typing import Optional
 
 import pyarrow.parquet as pq
 
-from . import shards
-from .errors import FretError
+from .core import shards
+from .core.errors import FretError
+from .stages.fret.rerank import rerank_notes
 
 BREAKDOWN_COLUMNS = ("group", "task_type", "language", "source", "reason")
 
@@ -28,27 +29,11 @@ def metrics_table(rows: list[dict]) -> list[str]:
             for r in rows]
 
 
-def rerank_notes(totals: dict) -> list[str]:
-    """What a rerank (or teacher) stage's counts say about the signals it could use."""
-    counts, notes = totals.get("counts") or {}, []
-    pairs = counts.get("pairs_scored", 0)
-    if not pairs:
-        return notes
-    if counts.get("ql_unavailable"):
-        notes.append(f"QL left out for {counts['ql_unavailable']} of {pairs} pairs: the LLM server has no "
-                     "prompt log-probabilities, so RC and the embedder's rank were fused instead")
-    asked = sum(counts.get(k, 0) for k in ("ql_requests", "rc_requests", "rc_prior_requests"))
-    notes.append(f"{asked / pairs:.2f} LLM requests per (query, passage) pair "
-                 f"(QL {counts.get('ql_requests', 0)}, RC {counts.get('rc_requests', 0)}, "
-                 f"RC calibration {counts.get('rc_prior_requests', 0)})")
-    return notes
-
-
 def stage_summary(stage_dir: Path) -> dict:
     m = shards.load_manifest(stage_dir)
     totals = m.get("totals") or {}
     if not m.get("complete"):  # an unfinished stage: add up the shards done so far
-        from .runner import _sum_into
+        from .core.runner import _sum_into
         for entry in m.get("shards", {}).values():
             _sum_into(totals, entry)
     return {"stage": stage_dir.name, "complete": bool(m.get("complete")),

@@ -16,7 +16,7 @@ import hashlib
 import json
 import re
 
-from fret.llm.base import BACKENDS, LLM, Generation
+from fret.parts.llm.base import BACKENDS, LLM, Generation
 
 SENTENCES = {
     "English": ["The river floods the valley every spring after the snow melts in the mountains.",

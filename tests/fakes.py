@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from fret.llm.base import BACKENDS, LLM, Generation, Loglik
+from fret.parts.llm.base import BACKENDS, LLM, Generation, Loglik
 
 
 def _unit(*parts: str) -> float:

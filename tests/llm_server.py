@@ -37,7 +37,7 @@ def llama_cpp_available() -> bool:
 
 class LlamaServer:
     def __init__(self, model: Path | None = None, n_ctx: int = 2048, startup_s: float = 120.0):
-        from fret.bundled import smollm2_gguf
+        from fret.parts.bundled import smollm2_gguf
         self.model = Path(model or smollm2_gguf())
         self.n_ctx = n_ctx
         self.startup_s = startup_s

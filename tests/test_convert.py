@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from fret.convert import CONVERTERS, convert, load_rows
-from fret.records import Unified, schema_of
-from fret.shards import write_table
+from fret.core.records import Unified, schema_of
+from fret.core.shards import write_table
+from fret.parts.convert import CONVERTERS, convert, load_rows
 
 F = Path(__file__).parent / "fixtures" / "convert"
 

@@ -9,9 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from fret.corpus import (CorpusError, CorpusSettings, SourceSettings, chunk_document,
+from fret.parts.corpus import (CorpusError, CorpusSettings, SourceSettings, chunk_document,
                          iter_documents, iter_passages, word_spans)
-from fret.records import Document, Passage, Reject
+from fret.core.records import Document, Passage, Reject
 
 LONG = ("The river rises in the northern hills and flows south for two hundred kilometres. "
         "Along its course it feeds several lakes, the largest of which is used for fishing. "

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 import e5_fakes
-from fret import langid, shards
-from fret.runner import open_run, run_pipeline
-from fret.stages.e5_attributes import LANGUAGES, default_language_weights, sample_attributes
-from fret.stages.e5_records import GROUPS, Invalid, LongShort, first_json, validate
+from fret.core import shards
+from fret.core.runner import open_run, run_pipeline
+from fret.parts import langid
+from fret.stages.e5.attributes import LANGUAGES, default_language_weights, sample_attributes
+from fret.stages.e5.records import GROUPS, Invalid, LongShort, first_json, validate
 
 PIPELINE = Path(__file__).resolve().parent.parent / "pipelines" / "e5.yaml"
 FAKE = ["llm.backend=e5fake", "examples.languages={en: 2, fr: 1, de: 1}"]
@@ -175,8 +176,8 @@ def test_bundled_model_every_group_rows_or_counted_rejects(tmp_path):
 
 
 def test_brainstorm_reads_a_plain_list_when_there_is_no_json():
-    from fret.stages.e5_brainstorm import PlainList, parse_task_list
-    from fret.stages.e5_records import Invalid
+    from fret.stages.e5.brainstorm import PlainList, parse_task_list
+    from fret.stages.e5.records import Invalid
 
     answer = "Here are some tasks:\n1. Retrieve recipes for a dish\n2) Find news about a company\n- Given a claim, verify it"
     got = parse_task_list(answer, plain_lists=True)

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fret.corpus import CorpusSettings, iter_passages
-from fret.embed import Embedder, encode_cached
-from fret.index import IndexSettings, build_index, default_nlist, resolve_kind
-from fret.records import Passage
+from fret.core.records import Passage
+from fret.parts.corpus import CorpusSettings, iter_passages
+from fret.parts.embed import Embedder, encode_cached
+from fret.parts.index import IndexSettings, build_index, default_nlist, resolve_kind
 
 
 def wiki_passages(per_language: int) -> list[Passage]:

@@ -8,10 +8,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from fret import eval as fret_eval
-from fret.evaluation import (EvalDataError, evaluate_retrieval, load_model, read_beir, read_classification,
+from fret.parts.evaluation import cli as fret_eval
+from fret.parts.evaluation import (EvalDataError, evaluate_retrieval, load_model, read_beir, read_classification,
                              read_squad_retrieval)
-from fret.evaluation.tasks import encode
+from fret.parts.evaluation.tasks import encode
 
 from conftest import EVALDATA
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from fret import shards
+from fret.core import shards
 
 ROOT = Path(__file__).resolve().parent.parent
 PIPELINE = ROOT / "pipelines" / "fret.yaml"
@@ -88,8 +88,8 @@ def test_ql_score_equals_an_independent_log_probability(reference):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from fret import bundled
-    from fret.prompts import render
+    from fret.parts import bundled
+    from fret.parts.prompts import render
 
     row = rows_of(reference, "rerank")[0]
     pid = row["candidate_ids"][3]

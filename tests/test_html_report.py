@@ -7,8 +7,8 @@ import pytest
 import fakes  # noqa: F401  (registers the fake backend)
 from conftest import ROOT
 from fret.cli import main
+from fret.core.runner import open_run, run_pipeline
 from fret.html_report import collect, score_series
-from fret.runner import open_run, run_pipeline
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -1,9 +1,9 @@
 """Hub hand-off, up to the point where the network is needed."""
 import datasets
 
-from fret import shards
 from fret.cli import main
-from fret.records import Unified, schema_of
+from fret.core import shards
+from fret.core.records import Unified, schema_of
 
 
 def write_shards(folder):

@@ -9,7 +9,7 @@ import dataclasses
 
 import pytest
 
-from fret.llm import (BACKENDS, CachedLLM, Generation, GenerateRequest, LLM, LLMSettings, Loglik,
+from fret.parts.llm import (BACKENDS, CachedLLM, Generation, GenerateRequest, LLM, LLMSettings, Loglik,
                       LoglikRequest, make_llm, request_key)
 
 

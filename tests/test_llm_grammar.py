@@ -8,11 +8,11 @@ from collections import Counter
 
 import pytest
 
-from fret.llm import GenerateRequest, LLMError, LLMSettings, LoglikRequest, make_llm
-from fret.llm.grammar import GrammarError, constraint_of, server_constraint
-from fret.llm.hf import leading_special_tokens
-from fret.stages.ask import Ask, ask_all
-from fret.stages.e5_records import GROUPS, first_json, validate
+from fret.parts.llm import GenerateRequest, LLMError, LLMSettings, LoglikRequest, make_llm
+from fret.parts.llm.grammar import GrammarError, constraint_of, server_constraint
+from fret.parts.llm.hf import leading_special_tokens
+from fret.stages.e5.records import GROUPS, first_json, validate
+from fret.stages.shared.ask import Ask, ask_all
 
 SCHEMA = json.dumps(GROUPS["sts"].model.model_json_schema(), sort_keys=True)
 PROMPT = ("Write three short English sentences about cats as a JSON object with the keys S1, S2 "
@@ -115,7 +115,7 @@ def test_prefix_cache_uses_the_cache_api_without_deprecation_warnings(llm):
 
 
 def test_prompt_too_long_is_rejected_once_with_its_reason():
-    from fret.llm import Generation
+    from fret.parts.llm import Generation
 
     class TooLong:
         calls = 0

@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 
-from fret.bundled import wiki_summaries
-from fret.llm import GenerateRequest, LLMSettings, LoglikRequest, make_llm
-from fret.llm.hf import MIN_SHARED_PREFIX, common_prefix_len, truncate_prompt
-from fret.prompts import render
+from fret.parts.bundled import wiki_summaries
+from fret.parts.llm import GenerateRequest, LLMSettings, LoglikRequest, make_llm
+from fret.parts.llm.hf import MIN_SHARED_PREFIX, common_prefix_len, truncate_prompt
+from fret.parts.prompts import render
 
 LABELS = (" Perfectly relevant", " Highly relevant", " Somewhat relevant", " Not relevant")
 

@@ -14,8 +14,8 @@ import openai
 import pytest
 import torch
 
-from fret.llm import GenerateRequest, LLMError, LLMSettings, LoglikRequest, make_llm
-from fret.llm.openai_backend import (PROBE_TEXT, check_label_starts, continuation_span, echo_is_shifted,
+from fret.parts.llm import GenerateRequest, LLMError, LLMSettings, LoglikRequest, make_llm
+from fret.parts.llm.openai_backend import (PROBE_TEXT, check_label_starts, continuation_span, echo_is_shifted,
                                      label_scores, token_spans)
 from llm_server import llama_server  # noqa: F401 (pytest fixture)
 
@@ -251,8 +251,8 @@ RC_LABELS = (" Perfectly relevant", " Highly relevant", " Somewhat relevant", " 
 def test_label_logprobs_from_chat_top_logprobs(server_llm):
     """One chat request per pair on the real server; each label scored by the answer's first
     token, read from the server's (correct) chat top_logprobs."""
-    from fret.llm import LabelRequest
-    from fret.prompts import load_template
+    from fret.parts.llm import LabelRequest
+    from fret.parts.prompts import load_template
     prompt = load_template("fret_rc.jinja").render(
         query="which river carries the most water", passage="The Amazon has the largest discharge of any river.")
     before = server_llm.usage.calls
@@ -272,9 +272,9 @@ def test_label_logprobs_from_chat_top_logprobs(server_llm):
 def test_rerank_on_a_server_without_prompt_logprobs(llama_server, tmp_path):
     """rerank on llama.cpp's server: QL cannot be had (shifted echo), so the stage fuses RC with
     the embedder's rank, one request per pair, and says so in the manifest and the report."""
-    from fret import shards
+    from fret.core import shards
+    from fret.core.runner import open_run, run_pipeline
     from fret.html_report import collect
-    from fret.runner import open_run, run_pipeline
     from pathlib import Path
     pipeline = Path(__file__).resolve().parent.parent / "pipelines" / "fret.yaml"
     base = ["corpus.sources.0.limit=40", "mine.top_n=3", "llm.backend=openai",

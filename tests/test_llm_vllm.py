@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from fret.llm import GenerateRequest, LLMError, LLMSettings, LoglikRequest, make_llm
-from fret.llm import vllm_backend as vb
-from fret.llm.vllm_backend import (cut_middle, encode_prompt, engine_kwargs, export_gguf_tokenizer,
+from fret.parts.llm import GenerateRequest, LLMError, LLMSettings, LoglikRequest, make_llm
+from fret.parts.llm import vllm_backend as vb
+from fret.parts.llm.vllm_backend import (cut_middle, encode_prompt, engine_kwargs, export_gguf_tokenizer,
                                    sampling_kwargs, special_prefix, start_token, sum_prompt_logprobs)
 
 
@@ -67,7 +67,7 @@ class FakeSamplingParams:
 @pytest.fixture(scope="module")
 def gguf_folder(tmp_path_factory):
     """The bundled GGUF's tokenizer and config, exported the way the backend hands them to vLLM."""
-    from fret.bundled import smollm2_gguf
+    from fret.parts.bundled import smollm2_gguf
     return export_gguf_tokenizer(smollm2_gguf(), tmp_path_factory.mktemp("gguf-hf"))
 
 
@@ -138,7 +138,7 @@ def test_cut_middle_keeps_both_ends():
 
 def test_special_prefix_follows_each_tokenizer(smol, llama_style):
     from transformers import AutoTokenizer
-    from fret.bundled import minilm_dir
+    from fret.parts.bundled import minilm_dir
     assert special_prefix(smol) == []  # SmolLM2 adds nothing before text
     assert special_prefix(llama_style) == [0]  # BOS, whose id is 0
     bert = AutoTokenizer.from_pretrained(minilm_dir())
@@ -169,12 +169,12 @@ def test_gguf_export_is_what_vllm_loads(gguf_folder, smol, monkeypatch):
     assert smol.eos_token == "<|im_end|>" and smol.chat_template  # chat works from the folder
     # made once per file: a second call reads nothing
     monkeypatch.setattr("transformers.AutoTokenizer.from_pretrained", None)
-    from fret.bundled import smollm2_gguf
+    from fret.parts.bundled import smollm2_gguf
     assert export_gguf_tokenizer(smollm2_gguf(), gguf_folder.parent) == gguf_folder
 
 
 def test_default_gguf_engine_gets_the_file_and_the_exported_tokenizer(gguf_folder):
-    from fret.bundled import smollm2_gguf
+    from fret.parts.bundled import smollm2_gguf
     kw = engine_kwargs(LLMSettings(backend="vllm", max_length=512), export_root=gguf_folder.parent)
     assert kw["model"] == str(smollm2_gguf())
     assert kw["tokenizer"] == str(gguf_folder)  # not the package folder, which has no tokenizer

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from fret import bundled
-from fret.mcls import MCLSEncoder, mcls_layout
+from fret.parts import bundled
+from fret.parts.mcls import MCLSEncoder, mcls_layout
 
 SHORT = ["The river floods the valley every spring.", "A museum shows tools of early settlers."]
 
@@ -68,9 +68,9 @@ def test_mcls_is_an_option_of_the_seed_embedder_and_of_eval(tmp_path):
     import numpy as np
 
     from conftest import EVALDATA
-    from fret.embed import Embedder
-    from fret.eval import main as eval_main
-    from fret.mcls import MCLSEncoder
+    from fret.parts.embed import Embedder
+    from fret.parts.evaluation.cli import main as eval_main
+    from fret.parts.mcls import MCLSEncoder
 
     texts = ["A short passage about rivers.", "word " * 700]
     emb = Embedder("default", pooling="mcls", mcls_window=128)

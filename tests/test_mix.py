@@ -4,10 +4,10 @@ from collections import Counter
 
 import pytest
 
-from fret import bundled
-from fret.decontam import build_index, decontaminate, normalize, read_sts, words
-from fret.mix import apportion, mix
-from fret.records import Unified, stable_id
+from fret.core.records import Unified, stable_id
+from fret.parts import bundled
+from fret.parts.decontam import build_index, decontaminate, normalize, read_sts, words
+from fret.parts.mix import apportion, mix
 
 from conftest import EVALDATA as EVAL
 

@@ -4,9 +4,9 @@ import datasets
 import pytest
 
 from conftest import EVALDATA, ROOT
-from fret import shards
-from fret.records import Unified, schema_of
-from fret.runner import open_run, run_pipeline
+from fret.core import shards
+from fret.core.records import Unified, schema_of
+from fret.core.runner import open_run, run_pipeline
 
 PIPELINE = ROOT / "pipelines" / "mixture.yaml"
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 import e5_fakes
-from fret import shards
-from fret.prompts import load_template
-from fret.runner import open_run, run_pipeline
-from fret.stages.e5_records import Invalid
-from fret.stages.mld_export import segment_starts, shuffle_three_segments
-from fret.stages.mld_questions import cut_words, is_prose, paragraphs, parse_question
+from fret.core import shards
+from fret.core.runner import open_run, run_pipeline
+from fret.parts.prompts import load_template
+from fret.stages.e5.records import Invalid
+from fret.stages.multilongdoc.export import segment_starts, shuffle_three_segments
+from fret.stages.multilongdoc.questions import cut_words, is_prose, paragraphs, parse_question
 
 PIPELINE = Path(__file__).resolve().parent.parent / "pipelines" / "multilongdoc.yaml"
 FAKE = ["llm.backend=e5fake", "longdocs.min_tokens=1500", "longdocs.docs_per_shard=4"]

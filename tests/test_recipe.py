@@ -8,9 +8,9 @@ import pytest
 
 import fakes  # noqa: F401  (registers the fake backend)
 from conftest import EVALDATA, ROOT
-from fret import shards
+from fret.core import shards
+from fret.core.runner import open_run, run_pipeline
 from fret.html_report import collect
-from fret.runner import open_run, run_pipeline
 
 OVERRIDES = [
     'fret.overrides=["llm.backend=fake", "corpus.sources.0.limit=80", "sample.size=8", "mine.top_n=4"]',

@@ -121,11 +121,11 @@ def test_report_names_a_damaged_shard(run_dir, capsys):
 
 HOLDER = """
 import sys, time
-import fret.runner
+import fret.core.runner
 def hold(ctx, *args, **kwargs):  # injected: the command holds the folder and does no work
     print("holding", flush=True)
     time.sleep(60)
-fret.runner.run_pipeline = hold
+fret.core.runner.run_pipeline = hold
 from fret.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -176,10 +176,10 @@ def raiser(exc):
 
 
 @pytest.mark.parametrize("where, argv", [
-    ("fret.runner.run_pipeline", ["run", str(PIPELINE), "--run-dir", "{tmp}"]),
+    ("fret.core.runner.run_pipeline", ["run", str(PIPELINE), "--run-dir", "{tmp}"]),
     ("fret.report.report", ["report", "{tmp}"]),
-    ("fret.train.cli.main", ["train", "--data", "x"]),
-    ("fret.eval.main", ["eval", "--model", "x"]),
+    ("fret.parts.train.cli.main", ["train", "--data", "x"]),
+    ("fret.parts.evaluation.cli.main", ["eval", "--model", "x"]),
 ])
 def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(where, argv, tmp_path, capsys,
                                                                        monkeypatch):
@@ -197,9 +197,9 @@ def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(where, arg
 
 
 @pytest.mark.parametrize("where, argv, resumable", [
-    ("fret.runner.run_pipeline", ["generate", "corpus", str(PIPELINE), "--run-dir", "{tmp}"], True),
-    ("fret.train.cli.main", ["train", "--data", "x"], True),
-    ("fret.eval.main", ["eval", "--model", "x"], False),
+    ("fret.core.runner.run_pipeline", ["generate", "corpus", str(PIPELINE), "--run-dir", "{tmp}"], True),
+    ("fret.parts.train.cli.main", ["train", "--data", "x"], True),
+    ("fret.parts.evaluation.cli.main", ["eval", "--model", "x"], False),
     ("fret.report.report", ["report", "{tmp}"], False),
 ])
 def test_ctrl_c_exits_130_in_one_line(where, argv, resumable, tmp_path, capsys, monkeypatch):
@@ -212,7 +212,7 @@ def test_ctrl_c_exits_130_in_one_line(where, argv, resumable, tmp_path, capsys, 
 
 def test_os_errors_name_the_path(tmp_path, capsys, monkeypatch):
     target = tmp_path / "no" / "such" / "folder" / "settings.yaml"
-    monkeypatch.setattr("fret.runner.save_settings", raiser(FileNotFoundError(2, "No such file", str(target))))
+    monkeypatch.setattr("fret.core.runner.save_settings", raiser(FileNotFoundError(2, "No such file", str(target))))
     assert gen("corpus", tmp_path) == 1
     assert err_lines(capsys) == [f"fret: error: [Errno 2] No such file: '{target}'"]
 

@@ -14,8 +14,8 @@ import pytest
 
 import e5_fakes  # noqa: F401  (registers the e5fake backend)
 import fakes
-from fret import shards
-from fret.runner import _inputs, make_stage, open_run, run_pipeline, settings_hash
+from fret.core import shards
+from fret.core.runner import _inputs, make_stage, open_run, run_pipeline, settings_hash
 from fret.stages import PIPELINES
 
 ROOT = Path(__file__).resolve().parent.parent

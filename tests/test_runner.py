@@ -10,11 +10,12 @@ import pyarrow.parquet as pq
 import pytest
 
 import fakes
-from fret import shards
 from fret.cli import main
-from fret.config import ConfigError, load_pipeline
-from fret.runner import open_run, run_pipeline, run_stage
-from fret.stage import StageError
+from fret.core import shards
+from fret.core.config import load_pipeline
+from fret.core.errors import ConfigError
+from fret.core.runner import open_run, run_pipeline, run_stage
+from fret.core.stage import StageError
 
 PIPELINE = Path(__file__).resolve().parent.parent / "pipelines" / "fret.yaml"
 SMALL = ["llm.backend=fake", "corpus.sources.0.limit=120", "sample.size=12", "sample.shard_size=4",

@@ -11,13 +11,13 @@ import pytest
 
 import e5_fakes
 import fakes  # noqa: F401  (registers the "fake" backend)
-from fret.llm import GenerateRequest, LLMSettings, make_llm
-from fret.prompts import load_template
-from fret.runner import open_run, run_pipeline
-from fret.stages.e5_brainstorm import TASK_LIST_SCHEMA, parse_task_list
-from fret.stages.e5_records import GROUPS
-from fret.stages.mld_questions import QUESTION_REGEX, parse_question
-from fret.stages.queries import DEFAULT_TASK_TYPES, QUERY_REGEX, parse_answer
+from fret.core.runner import open_run, run_pipeline
+from fret.parts.llm import GenerateRequest, LLMSettings, make_llm
+from fret.parts.prompts import load_template
+from fret.stages.e5.brainstorm import TASK_LIST_SCHEMA, parse_task_list
+from fret.stages.e5.records import GROUPS
+from fret.stages.fret.queries import DEFAULT_TASK_TYPES, QUERY_REGEX, parse_answer
+from fret.stages.multilongdoc.questions import QUESTION_REGEX, parse_question
 
 PIPELINES = Path(__file__).resolve().parent.parent / "pipelines"
 

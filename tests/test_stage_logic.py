@@ -3,9 +3,9 @@ import math
 
 import pytest
 
-from fret.stages.ask import Invalid
-from fret.stages.queries import parse_answer
-from fret.stages.rerank import ranks, rc_score, rrf
+from fret.stages.fret.queries import parse_answer
+from fret.stages.fret.rerank import ranks, rc_score, rrf
+from fret.stages.shared.ask import Invalid
 
 PASSAGE = "The Amazon River in South America is the largest river by discharge volume of water."
 DEFAULT = "Given a question, find a passage that answers the question"

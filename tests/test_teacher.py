@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from fret import shards
-from fret.eval import main
-from fret.evaluation.teacher import measure, orders_of, top1
+from fret.core import shards
 from fret.html_report import collect
-from fret.stages.rerank import fuse, rc_score, usable_fusion
+from fret.parts.evaluation.cli import main
+from fret.parts.evaluation.teacher import measure, orders_of, top1
+from fret.stages.fret.rerank import fuse, rc_score, usable_fusion
 
 PIPELINE = Path(__file__).resolve().parent.parent / "pipelines" / "fret.yaml"
 

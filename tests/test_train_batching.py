@@ -1,9 +1,9 @@
 """Batch plans: seeded, one source per batch, grouped by length; per-folder weights; auto batch size."""
 import random
 
-from fret.train.batching import auto_batch_size, example_length, plan_epoch
-from fret.formatting import gecko
-from fret.train.data import Example, Pair, format_examples, parse_data_arg, reweight, task_summary
+from fret.parts.formatting import gecko
+from fret.parts.train.batching import auto_batch_size, example_length, plan_epoch
+from fret.parts.train.data import Example, Pair, format_examples, parse_data_arg, reweight, task_summary
 
 
 def examples(n=200):

@@ -1,6 +1,6 @@
 """Bootstrap seed embedder (the first FRet step): `fret train` on a run's `queries` stage.
 
-The run folder is in the real stage format (Parquet shards of fret.records.Passage and Query)
+The run folder is in the real stage format (Parquet shards of fret.core.records.Passage and Query)
 built from real Wikipedia extracts; the trained folder must then serve as a seed embedder:
 load with sentence-transformers, embed the corpus, search it with FAISS.
 """
@@ -12,12 +12,12 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from fret.bundled import minilm_dir
-from fret.records import Passage, Query, schema_of, stable_id
-from fret.shards import write_json, write_table
-from fret.train import cli
-from fret.formatting import gecko
-from fret.train.data import DataSource, folder_kind, format_examples, load_data
+from fret.core.records import Passage, Query, schema_of, stable_id
+from fret.core.shards import write_json, write_table
+from fret.parts.bundled import minilm_dir
+from fret.parts.formatting import gecko
+from fret.parts.train import cli
+from fret.parts.train.data import DataSource, folder_kind, format_examples, load_data
 from test_train_cli import wiki_articles
 
 TASK = "Given a short description, find the Wikipedia article it describes"

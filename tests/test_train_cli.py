@@ -8,13 +8,13 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from fret.bundled import wiki_summaries
-from fret.records import Unified, schema_of, stable_id
-from fret.shards import write_json, write_table
-from fret.train import cli
-from fret.train.data import DataSource
-from fret.train.loop import train
-from fret.train.settings import apply_overrides
+from fret.core.records import Unified, schema_of, stable_id
+from fret.core.shards import write_json, write_table
+from fret.parts.bundled import wiki_summaries
+from fret.parts.train import cli
+from fret.parts.train.data import DataSource
+from fret.parts.train.loop import train
+from fret.parts.train.settings import apply_overrides
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -92,13 +92,13 @@ def test_train_writes_loadable_model_with_card(shards, tmp_path):
     from conftest import EVALDATA
     sts = EVALDATA / "stsb" / "sts-dev.csv"
     if sts.exists():
-        from fret import eval as fret_eval
+        from fret.parts.evaluation import cli as fret_eval
 
         figures = tmp_path / "eval.json"
         assert fret_eval.main(["--model", str(out), "--sts", str(sts), "--limit", "40", "--json", str(figures)]) == 0
         assert [r["dim"] for r in json.loads(figures.read_text())["results"]] == [384, 128]
     # the weights moved away from the base model
-    base = SentenceTransformer(str(__import__("fret.bundled", fromlist=["x"]).minilm_dir()), device="cpu")
+    base = SentenceTransformer(str(__import__("fret.parts.bundled", fromlist=["x"]).minilm_dir()), device="cpu")
     assert float(abs(base.encode(["a film"]) - model.encode(["a film"])).max()) > 1e-4
 
 
@@ -161,7 +161,7 @@ def test_model_carries_its_formatting_and_eval_uses_it(shards, tmp_path, capsys)
     from sentence_transformers import SentenceTransformer
 
     from conftest import EVALDATA
-    from fret import eval as fret_eval
+    from fret.parts.evaluation import cli as fret_eval
 
     out = tmp_path / "gecko"
     assert cli.main(["--data", str(shards), "--output", str(out), "--set", "format=gecko",
@@ -190,9 +190,9 @@ def test_model_carries_its_formatting_and_eval_uses_it(shards, tmp_path, capsys)
 def test_formatting_choice_follows_settings_and_base_model(tmp_path):
     import shutil
 
-    from fret.bundled import minilm_dir
-    from fret.train.data import Pair
-    from fret.train.loop import AUTO_FORMAT, resolve_formatting
+    from fret.parts.bundled import minilm_dir
+    from fret.parts.train.data import Pair
+    from fret.parts.train.loop import AUTO_FORMAT, resolve_formatting
 
     pairs = [Pair(TASK, "q", "p", task_type="qa")]
     plain_base = str(minilm_dir())

@@ -8,13 +8,13 @@ import torch.multiprocessing as mp
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from fret.bundled import minilm_dir
-from fret.train import dist
-from fret.train.data import Example
-from fret.train.gradcache import cached_step
-from fret.train.loop import batch_texts, make_loss_of
-from fret.train.loss import GeckoLoss
-from fret.train.model import Encoder
+from fret.parts.bundled import minilm_dir
+from fret.parts.train import dist
+from fret.parts.train.data import Example
+from fret.parts.train.gradcache import cached_step
+from fret.parts.train.loop import batch_texts, make_loss_of
+from fret.parts.train.loss import GeckoLoss
+from fret.parts.train.model import Encoder
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -80,7 +80,7 @@ def test_torchrun_two_processes_train_end_to_end(tmp_path):
     out = tmp_path / "model"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-           "-m", "fret.train.cli", "--data", str(data), "--output", str(out),
+           "-m", "fret.parts.train.cli", "--data", str(data), "--output", str(out),
            "--set", "batch_size=8", "--set", "max_steps=2", "--set", "max_length=48", "--set", "checkpoint_every=1"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

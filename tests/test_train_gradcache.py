@@ -6,12 +6,12 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from fret.bundled import minilm_dir
-from fret.train.gradcache import cached_step, length_chunks, plain_step
-from fret.train.loop import batch_texts, make_loss_of
-from fret.train.data import Example
-from fret.train.loss import GeckoLoss
-from fret.train.model import Encoder
+from fret.parts.bundled import minilm_dir
+from fret.parts.train.data import Example
+from fret.parts.train.gradcache import cached_step, length_chunks, plain_step
+from fret.parts.train.loop import batch_texts, make_loss_of
+from fret.parts.train.loss import GeckoLoss
+from fret.parts.train.model import Encoder
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -76,7 +76,7 @@ def test_host_memory_is_released_on_glibc_cpu():
     # the bounded peak at large batches (benchmarks/bench_train.py) rests on this call being live
     import platform
 
-    from fret.train.gradcache import _malloc_trim, release_host_memory
+    from fret.parts.train.gradcache import _malloc_trim, release_host_memory
 
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         assert _malloc_trim() is not None

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fret.train.loss import GeckoLoss, text_ids
+from fret.parts.train.loss import GeckoLoss, text_ids
 
 
 def formula(q, p, n, tau):

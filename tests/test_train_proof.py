@@ -10,13 +10,13 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from fret.bundled import minilm_dir
-from fret.evaluation import evaluate_retrieval, load_model, read_squad_retrieval
-from fret.records import Unified, schema_of, stable_id
-from fret.shards import write_table
-from fret.train.data import DataSource
-from fret.train.loop import train
-from fret.train.settings import apply_overrides
+from fret.core.records import Unified, schema_of, stable_id
+from fret.core.shards import write_table
+from fret.parts.bundled import minilm_dir
+from fret.parts.evaluation import evaluate_retrieval, load_model, read_squad_retrieval
+from fret.parts.train.data import DataSource
+from fret.parts.train.loop import train
+from fret.parts.train.settings import apply_overrides
 
 from conftest import EVALDATA
 

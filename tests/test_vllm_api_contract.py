@@ -15,8 +15,8 @@ import pytest
 
 vllm = pytest.importorskip("vllm")
 
-from fret.llm import GenerateRequest, LLMSettings  # noqa: E402
-from fret.llm.vllm_backend import (encode_prompt, engine_kwargs, gguf_support, sampling_kwargs,  # noqa: E402
+from fret.parts.llm import GenerateRequest, LLMSettings  # noqa: E402
+from fret.parts.llm.vllm_backend import (encode_prompt, engine_kwargs, gguf_support, sampling_kwargs,  # noqa: E402
                                    special_prefix, structured_kwargs, sum_prompt_logprobs)
 
 
@@ -88,7 +88,7 @@ def test_gguf_support_is_detected():
 
 def test_vllm_loads_the_exported_gguf_tokenizer(tmp_path):
     """vLLM's own tokenizer loader reads the folder the backend exports from the bundled GGUF."""
-    from fret.bundled import MissingBundle, smollm2_gguf
+    from fret.parts.bundled import MissingBundle, smollm2_gguf
     try:
         gguf = smollm2_gguf()
     except MissingBundle as e:
@@ -108,7 +108,7 @@ def test_gguf_engine_config_resolves_with_the_plugin(tmp_path):
     the bundled GGUF resolve to a model config (config from the exported folder, weights from the
     file) without a GPU."""
     pytest.importorskip("vllm_gguf_plugin")
-    from fret.bundled import MissingBundle, smollm2_gguf
+    from fret.parts.bundled import MissingBundle, smollm2_gguf
     try:
         gguf = smollm2_gguf()
     except MissingBundle as e:

@@ -1,49 +1,23 @@
-"""Stage registry: pipeline kind -> its stages in order, each `module:Class` (imported lazily)."""
+"""The stage registry: pipeline kind -> its stages in order, each `module:Class` (imported lazily).
+
+Each pipeline package (fret, e5, multilongdoc, mixture, recipe) declares its `STAGES`; the stages
+several pipelines run live in `shared`. A pipeline's settings model is the `Settings` of its
+stages, one section each, in this order (fret.core.config.pipeline_model). This module imports
+nothing but those lists and the errors, so the config loader looks stages up here without a circle.
+"""
 from __future__ import annotations
 
 import importlib
 
-from ..config import ConfigError
+from ..core.errors import ConfigError
+from . import e5, fret, mixture, multilongdoc, recipe
 
 PIPELINES: dict[str, dict[str, str]] = {
-    "fret": {
-        "corpus": "fret.stages.corpus:CorpusStage",
-        "sample": "fret.stages.sample:SampleStage",
-        "queries": "fret.stages.queries:QueriesStage",
-        "embed": "fret.stages.embed:EmbedStage",
-        "mine": "fret.stages.mine:MineStage",
-        "rerank": "fret.stages.rerank:RerankStage",
-        "export": "fret.stages.fret_export:FretExportStage",
-    },
-    "mixture": {
-        "convert": "fret.stages.convert:ConvertStage",
-        "mix": "fret.stages.mix:MixStage",
-    },
-    "e5": {
-        "brainstorm": "fret.stages.e5_brainstorm:BrainstormStage",
-        "examples": "fret.stages.e5_examples:ExamplesStage",
-        "export": "fret.stages.e5_export:E5ExportStage",
-    },
-    # MultiLongDoc: `longdocs` holds whole documents (Passage rows) and `questions` Query rows
-    # (passage_id = document id), so FRet's `embed` and `mine` give the optional hard negatives.
-    "multilongdoc": {
-        "longdocs": "fret.stages.longdocs:LongDocsStage",
-        "questions": "fret.stages.mld_questions:QuestionsStage",
-        "embed": "fret.stages.mld_neighbours:LongDocEmbedStage",
-        "mine": "fret.stages.mld_neighbours:LongDocMineStage",
-        "export": "fret.stages.mld_export:MLDExportStage",
-    },
-    # The whole recipe: three generators as sub-runs, converted academic sets, the mixture,
-    # training and evaluation, in one resumable run.
-    "recipe": {
-        "fret": "fret.stages.subrun:FretSubRun",
-        "e5": "fret.stages.subrun:E5SubRun",
-        "multilongdoc": "fret.stages.subrun:MultiLongDocSubRun",
-        "convert": "fret.stages.convert:ConvertStage",
-        "mix": "fret.stages.mix:MixStage",
-        "train": "fret.stages.train_eval:TrainStage",
-        "eval": "fret.stages.train_eval:EvalStage",
-    },
+    "fret": fret.STAGES,
+    "mixture": mixture.STAGES,
+    "e5": e5.STAGES,
+    "multilongdoc": multilongdoc.STAGES,
+    "recipe": recipe.STAGES,
 }
 
 

@@ -1,0 +1,260 @@
+"""Runs stages over shards with resume: the one local executor every pipeline shares.
+
+For each output shard not yet listed in RUN/STAGE/_manifest.json under the same settings hash:
+process it, write rejects and rows under temporary names, rename, then record the shard in the
+manifest (the "done" marker, written last). A kill loses at most the shard in flight; LLM
+answers already received are in the request cache.
+
+Before a stage deletes (--restart) or writes anything, its upstream stages must have finished with
+sound shards and its settings must match its shards; a damaged shard of the stage itself is redone.
+The settings files are written when the command first writes data (or finishes), so a refused
+command leaves those of the data on disk.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable, Optional
+
+import yaml
+from tqdm import tqdm
+
+from ..parts.llm.base import Usage
+from ..stages import PIPELINES, stage_class
+from . import shards
+from .config import load_pipeline
+from .errors import RunError
+from .records import REJECT_SCHEMA
+from .stage import RunContext, Stage, StageError
+
+
+def settings_hash(stage: Stage, upstream: dict[str, str]) -> str:
+    blob = json.dumps({
+        "stage": stage.name,
+        "settings": stage.settings.model_dump(mode="json"),
+        "fingerprint": stage.fingerprint(),
+        "llm": stage.ctx.llm_identity() if stage.uses_llm else None,
+        "seed": stage.ctx.seed,
+        "upstream": upstream,
+    }, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _fix(ctx: RunContext, name: str, restart: bool = False) -> str:
+    """The command that (re)makes one stage: 'fret generate corpus pipelines/fret.yaml --run-dir runs/demo'."""
+    pipeline = ctx.pipeline_path or "PIPELINE"
+    return f"fret generate {name} {pipeline} --run-dir {ctx.run_dir}" + (" --restart" if restart else "")
+
+
+def _inputs(stage: Stage) -> list[str]:
+    return ([stage.input] if stage.input else []) + list(stage.depends)
+
+
+def _finished_upstream(ctx: RunContext, stage: Stage, name: str) -> str:
+    """The settings hash of a finished upstream stage whose shards are all sound, or a clear error."""
+    stage_dir = ctx.stage_dir(name)
+    manifest = shards.load_manifest(stage_dir)
+    if not manifest.get("complete"):
+        raise StageError(f"stage {stage.name!r} needs stage {name!r}, which has not finished in "
+                         f"{ctx.run_dir}: run `fret generate {name} ...` first (or `fret run`)")
+    bad = shards.damaged_shards(stage_dir, manifest)
+    if bad:
+        shard, problem = next(iter(sorted(bad.items())))
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise shards.ShardError(
+            f"{stage_dir / shard}{more} is damaged ({problem}); stage {stage.name!r} reads it. "
+            f"Redo the damaged shards with `{_fix(ctx, name)}` (or start {name!r} over with --restart)")
+    return manifest["settings_hash"]
+
+
+def _upstream_hashes(ctx: RunContext, stage: Stage) -> dict[str, str]:
+    return {name: _finished_upstream(ctx, stage, name) for name in _inputs(stage)}
+
+
+def _refuse_mixing(ctx: RunContext, name: str, digest: str) -> None:
+    manifest = shards.load_manifest(ctx.stage_dir(name))
+    if manifest.get("shards") and manifest.get("settings_hash") != digest:
+        raise StageError(
+            f"stage {name!r} in {ctx.run_dir} was made with other settings or inputs "
+            f"(hash {manifest.get('settings_hash')} there, {digest} now); refusing to mix old and "
+            f"new shards. Start it over with: {_fix(ctx, name, restart=True)} "
+            f"(later stages will then ask to be restarted too)")
+
+
+def make_stage(ctx: RunContext, name: str) -> Stage:
+    return stage_class(ctx.config.pipeline, name)(ctx, getattr(ctx.config, name))
+
+
+def _usage(ctx: RunContext) -> Usage:
+    llm = ctx._llm
+    return Usage(**asdict(llm.usage)) if llm is not None else Usage()
+
+
+def _sum_into(total: dict, part: dict) -> None:
+    for k, v in part.items():
+        if isinstance(v, dict):
+            _sum_into(total.setdefault(k, {}), v)
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            total[k] = total.get(k, 0) + v
+
+
+def _warn(message: str) -> None:
+    print(f"fret: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _drop_damaged(stage_dir: Path, manifest: dict) -> None:
+    """Forget (and delete) damaged shards of the stage being resumed, so they are redone."""
+    for name, problem in sorted(shards.damaged_shards(stage_dir, manifest).items()):
+        _warn(f"{stage_dir / name} is damaged ({problem}); redoing it")
+        del manifest["shards"][name]
+        for path in (stage_dir / name, stage_dir / shards.REJECTS / name):
+            path.unlink(missing_ok=True)
+
+
+def _warn_if_empty(ctx: RunContext, stage: Stage, totals: dict) -> None:
+    """A stage that ends with 0 rows says so, with the likely cause."""
+    if totals.get("rows_out", 0):
+        return
+    rejected = Counter(totals.get("rejected") or {})
+    empty_inputs = [n for n in _inputs(stage)
+                    if not shards.load_manifest(ctx.stage_dir(n)).get("totals", {}).get("rows_out")]
+    if rejected:
+        top = ", ".join(f"{reason} {n}" for reason, n in rejected.most_common(3))
+        cause = (f"every row was rejected (top reasons: {top}; the rows are in "
+                 f"{ctx.stage_dir(stage.name) / shards.REJECTS})")
+    elif empty_inputs:
+        cause = f"its input stage {empty_inputs[0]!r} has 0 rows"
+    else:
+        cause = (f"it read {totals.get('rows_in', 0)} rows: is the source empty or binary, or filtered "
+                 f"out by the stage's settings?")
+    _warn(f"stage {stage.name!r} ended with 0 rows in {ctx.stage_dir(stage.name)}: {cause}")
+
+
+def run_stage(ctx: RunContext, name: str, restart: bool = False, progress: bool = True,
+              on_work: Optional[Callable[[], None]] = None) -> dict:
+    """Run one stage; `on_work` is called when it is accepted and about to write shards (or delete)."""
+    stage = make_stage(ctx, name)
+    stage_dir = ctx.stage_dir(name)
+    upstream = _upstream_hashes(ctx, stage)  # checked before anything is deleted
+    digest = settings_hash(stage, upstream)
+    if not restart:
+        _refuse_mixing(ctx, name, digest)
+    elif on_work:
+        on_work()
+    if restart and stage_dir.exists():
+        shutil.rmtree(stage_dir)
+    manifest = shards.load_manifest(stage_dir)
+    if manifest.get("settings_hash") != digest:
+        manifest = {"stage": name, "settings_hash": digest, "shards": {}}
+    _drop_damaged(stage_dir, manifest)
+    manifest.update(settings=stage.settings.model_dump(mode="json"), upstream=upstream,
+                    complete=False)
+    done = manifest["shards"]
+    todo = [i for i in stage.shard_indices() if shards.shard_name(i) not in done]
+    if todo:
+        if on_work:
+            on_work()
+        stage.setup()
+    bar = tqdm(todo, desc=f"{name:>10}", unit="shard", disable=not progress, leave=True)
+    for index in bar:
+        started, before = time.monotonic(), _usage(ctx)
+        out = stage.process(index)
+        after = _usage(ctx)
+        reasons = Counter(r.reason for r in out.rejects)
+        if out.rejects:
+            shards.write_table(stage_dir / shards.REJECTS / shards.shard_name(index),
+                               [r.model_dump() for r in out.rejects], REJECT_SCHEMA)
+        n = shards.write_table(stage_dir / shards.shard_name(index), out.rows, stage.schema)
+        done[shards.shard_name(index)] = {
+            "rows_in": out.rows_in, "rows_out": n, "rejected": dict(reasons),
+            "counts": dict(out.counts),
+            "llm": {"calls": after.calls - before.calls, "cached": after.cached - before.cached,
+                    "prompt_tokens": after.prompt_tokens - before.prompt_tokens,
+                    "completion_tokens": after.completion_tokens - before.completion_tokens},
+            "seconds": round(time.monotonic() - started, 3),
+        }
+        shards.save_manifest(stage_dir, manifest)
+        bar.set_postfix(rows=n, rejected=sum(reasons.values()))
+    totals: dict = {}
+    for entry in done.values():
+        _sum_into(totals, entry)
+    manifest.update(complete=True, totals=totals)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    shards.save_manifest(stage_dir, manifest)
+    _warn_if_empty(ctx, stage, totals)
+    return manifest
+
+
+def open_run(pipeline: Path, run_dir: Path, overrides: list[str] = ()) -> RunContext:
+    """Validate the pipeline file; its resolved settings are saved when a command is accepted."""
+    config = load_pipeline(Path(pipeline), overrides)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ctx = RunContext(run_dir, config, Path(pipeline))
+    ctx.overrides = list(overrides)
+    return ctx
+
+
+def save_settings(ctx: RunContext) -> None:
+    resolved = ctx.config.model_dump(mode="json")
+    shards.write_json(ctx.run_dir / "_settings.json", {"pipeline_file": str(ctx.pipeline_path),
+                                                        "overrides": ctx.overrides,
+                                                        "settings": resolved})
+    (ctx.run_dir / "settings.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+
+
+def run_pipeline(ctx: RunContext, stages: Optional[list[str]] = None, restart: bool = False,
+                 progress: bool = True) -> dict[str, dict]:
+    names = stages or PIPELINES[ctx.config.pipeline]
+    ctx.progress = progress  # sub-runs of a recipe show bars only when their parent does
+    results = {}
+    saved = []
+
+    def accepted() -> None:  # the settings of a command are saved once it writes, not before
+        if not saved:
+            save_settings(ctx)
+            saved.append(True)
+
+    try:
+        for name in names:
+            results[name] = run_stage(ctx, name, restart=restart, progress=progress, on_work=accepted)
+        accepted()  # a command that had nothing to do is accepted once it has checked every stage
+    finally:
+        ctx.close()
+    return results
+
+
+LOCK = ".lock"
+
+
+@contextmanager
+def run_lock(run_dir: Path):
+    """Hold RUN/.lock for one command: a second writer stops at once, naming the holder's pid.
+
+    flock is released by the OS when the holder exits, however it exits (kill -9 included), so a
+    lock is never stale; the pid written in the file is only there to be named.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise RunError(f"run folder {run_dir} is in use by another fret command (pid {holder}); "
+                           f"wait for it to finish (or stop it), then run this again") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

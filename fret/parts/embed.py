@@ -1,0 +1,156 @@
+"""The seed embedder: any sentence-transformers model, encoding in length-sorted batches, cached.
+
+Sorting by token length before batching means each batch pads to texts of about the same length,
+so little compute goes to padding (benchmarks/bench_embed.py measures the gain); the output rows
+are put back in input order. `encode_cached` stores one .npy per (model, ids, texts), so rerunning
+a stage over the same shard reads the vectors instead of encoding again.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from fret.parts import bundled
+
+_SMALL_FILE = 1 << 20  # hashed whole; bigger files (weights) by size plus head and tail
+
+
+def fingerprint_dir(folder: Path) -> str:
+    """Content fingerprint of a model folder, independent of its location and mtimes.
+
+    Small files (configs, tokenizer) are hashed whole; large ones by name, size and their first
+    and last MiB, which changes with any retrained weights without reading gigabytes.
+    """
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and ".cache" not in p.parts):
+        size = path.stat().st_size
+        h.update(f"{path.relative_to(folder).as_posix()}\0{size}\0".encode())
+        with open(path, "rb") as f:
+            if size <= _SMALL_FILE:
+                h.update(f.read())
+            else:
+                h.update(f.read(_SMALL_FILE))
+                f.seek(size - _SMALL_FILE)
+                h.update(f.read(_SMALL_FILE))
+    return h.hexdigest()[:16]
+
+
+def pick_device(device: str) -> str:
+    """'auto' -> 'cuda' where present, else 'mps' on Apple silicon, else 'cpu'."""
+    if device != "auto":
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+class Embedder:
+    """A sentence-transformers model with length-sorted batching and a stable identity."""
+
+    def __init__(self, name_or_path: str = "default", device: str = "auto", batch_size: int = 64,
+                 max_seq_length: Optional[int] = None, normalize: bool = True,
+                 pooling: str = "model", mcls_window: int = 256):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        self.name = name_or_path
+        self.path = bundled.resolve_embedder(name_or_path)
+        self.device = pick_device(device)
+        self.batch_size = batch_size
+        self.normalize = normalize
+        self.model = SentenceTransformer(self.path, device=self.device)
+        if max_seq_length is not None:
+            self.model.max_seq_length = max_seq_length
+        self.dim = int(self.model.get_embedding_dimension()
+                       if hasattr(self.model, "get_embedding_dimension")
+                       else self.model.get_sentence_embedding_dimension())
+        self._identity: Optional[dict] = None
+        self.pooling, self.mcls_window = pooling, mcls_window
+        self._mcls = None
+        if pooling == "mcls":  # BGE-M3 multi-CLS pooling, for inputs longer than one window
+            from .mcls import MCLSEncoder
+            self._mcls = MCLSEncoder(self.path, window=mcls_window, device=self.device,
+                                     batch_size=batch_size, normalize=normalize)
+        elif pooling != "model":
+            raise ValueError(f"embedder pooling {pooling!r}: expected 'model' or 'mcls'")
+
+    def identity(self) -> dict:
+        """Everything that changes the vectors: model content, sequence length, normalization."""
+        if self._identity is None:
+            folder = Path(self.path)
+            self._identity = {
+                "name": self.name,
+                "fingerprint": fingerprint_dir(folder) if folder.is_dir() else self.path,
+                "max_seq_length": int(self.model.max_seq_length),
+                "normalize": self.normalize,
+                "dim": self.dim,
+                **({"pooling": "mcls", "mcls_window": self.mcls_window} if self._mcls else {}),
+            }
+        return self._identity
+
+    def token_lengths(self, texts: Sequence[str]) -> np.ndarray:
+        """Token count of each text, capped at max_seq_length (what the model will actually see)."""
+        cap = int(self.model.max_seq_length)
+        ids = self.model.tokenizer(list(texts), add_special_tokens=True, truncation=True,
+                                   max_length=cap, return_attention_mask=False)["input_ids"]
+        return np.array([len(x) for x in ids], dtype=np.int64)
+
+    def encode(self, texts: Sequence[str], batch_size: Optional[int] = None,
+               progress: bool = False, sort_by_length: bool = True) -> np.ndarray:
+        """(n, dim) float32 in input order; batches formed longest first when sort_by_length."""
+        texts = list(texts)
+        if self._mcls is not None:  # sorts its own windows by length
+            return self._mcls.encode(texts)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        bs = batch_size or self.batch_size
+        # stable sort, longest first: ties keep input order, so batches are deterministic
+        order = (np.argsort(-self.token_lengths(texts), kind="stable") if sort_by_length
+                 else np.arange(len(texts)))
+        batches = [order[i:i + bs] for i in range(0, len(order), bs)]
+        if progress:
+            from tqdm import tqdm
+            batches = tqdm(batches, desc="embed", unit="batch")
+        for idx in batches:
+            vecs = self.model.encode([texts[i] for i in idx], batch_size=len(idx),
+                                     convert_to_numpy=True, normalize_embeddings=self.normalize,
+                                     show_progress_bar=False)  # (len(idx), dim)
+            out[idx] = vecs
+        return out
+
+
+def cache_key(identity: dict, ids: Sequence[str], texts: Sequence[str]) -> str:
+    """Hash of the embedder identity and every (id, text) pair, streamed (no giant JSON blob)."""
+    h = hashlib.sha256(repr(sorted(identity.items())).encode())
+    for i, t in zip(ids, texts, strict=True):
+        h.update(b"\x1e" + str(i).encode() + b"\x1f" + t.encode("utf-8", "surrogatepass"))
+    return h.hexdigest()[:24]
+
+
+def encode_cached(embedder: Embedder, ids: Sequence[str], texts: Sequence[str], cache_dir: Path,
+                  progress: bool = False) -> np.ndarray:
+    """Vectors for texts, read from cache_dir/KEY.npy when this exact call was made before."""
+    cache_dir = Path(cache_dir)
+    path = cache_dir / f"{cache_key(embedder.identity(), ids, texts)}.npy"
+    if path.exists():
+        vecs = np.load(path)
+        if vecs.shape == (len(texts), embedder.dim):
+            return vecs
+    vecs = embedder.encode(texts, progress=progress)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        np.save(f, vecs)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return vecs

@@ -1,0 +1,111 @@
+"""Training settings: one pydantic model, overridable from the command line with `--set key=value`.
+
+Saved next to every checkpoint and inside the output model folder (fret_training.json).
+"""
+from __future__ import annotations
+
+from typing import Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+
+class TrainSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["finetune", "prefinetune"] = "finetune"  # prefinetune: in-batch negatives only
+    epochs: int = 1
+    max_steps: Optional[int] = None  # stop after this many optimizer steps (overrides epochs)
+    batch_size: Union[int, Literal["auto"]] = 64  # global batch (all ranks); auto: the largest that fits
+    gradient_cache: bool = True
+    mini_batch_size: int = 32  # texts per forward pass when gradient caching
+    lr: float = 5e-5  # with warmup_ratio 0.1: the best of 2e-5, 5e-5, 1e-4 on bench_finetune.py
+    weight_decay: float = 0.01
+    warmup_steps: int = 0  # linear warm-up steps; 0: warmup_ratio of the total steps
+    warmup_ratio: float = 0.1
+    max_grad_norm: Optional[float] = 1.0
+    temperature: float = 0.05  # E5-mistral used 0.02; 0.05 matches MiniLM's pre-training scale of 20
+    hard_negatives: int = 1  # at most this many hard negatives per example
+    same_tower: bool = True  # query-query negatives (j != i), as in Gecko
+    mask_siblings: bool = True  # same-tower: queries sharing a positive are not negatives of each other
+    matryoshka_dims: list[int] = []  # e.g. [384, 256, 128, 64]; empty: full dimension only
+    matryoshka_weights: list[float] = []  # empty: 1.0 each
+    pooling: Literal["auto", "mean", "cls", "lasttoken"] = "auto"  # auto: the model's own, else mean
+    max_length: int = 256  # tokens per text
+    # How texts are formatted (fret.parts.formatting): gecko (task: ... | query: ...), prompts (query_prompt /
+    # document_prompt, or the base model's own), plain; auto: the base model's own prompts where it
+    # has them, else AUTO_FORMAT, the better of the three on benchmarks/bench_finetune.py.
+    format: Literal["auto", "gecko", "prompts", "plain"] = "auto"
+    query_prompt: Optional[str] = None  # prompts: e.g. 'query: ' (default: the model's own, else 'query: ')
+    document_prompt: Optional[str] = None  # prompts: e.g. 'passage: ' (default: the model's own, else 'passage: ')
+    default_task: Optional[str] = None  # gecko: the task recorded for inputs without one (default: most frequent)
+    one_source_per_batch: bool = False
+    group_by_length: bool = False  # length-sorted batches: less padding, but batches of one paragraph's siblings (bench_finetune.py)
+    seed: int = 0
+    checkpoint_every: int = 500  # optimizer steps; 0 disables
+    keep_checkpoints: int = 2
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+
+    @field_validator("format", mode="before")
+    @classmethod
+    def _format_bool(cls, value):
+        """Older settings said format: true/false (Gecko or nothing)."""
+        if isinstance(value, bool):
+            return "gecko" if value else "plain"
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainSettings":
+        if (self.batch_size != "auto" and self.batch_size < 1) or self.mini_batch_size < 1:
+            raise ValueError("batch_size and mini_batch_size must be >= 1")
+        if self.temperature <= 0:
+            raise ValueError("temperature must be > 0")
+        if self.matryoshka_weights and len(self.matryoshka_weights) != len(self.matryoshka_dims):
+            raise ValueError("matryoshka_weights must have one weight per matryoshka_dims entry")
+        return self
+
+    @property
+    def negatives_used(self) -> int:
+        return 0 if self.mode == "prefinetune" else self.hard_negatives
+
+    @property
+    def same_tower_used(self) -> bool:
+        return self.same_tower and self.mode == "finetune"
+
+
+class SettingsError(ValueError):
+    """One-line message naming the offending key."""
+
+
+def _parse_value(raw: str, is_list: bool, is_text: bool = False):
+    """'384,256' -> [384, 256] for list fields; '0.02' -> 0.02; 'true' -> True; 'abc' -> 'abc'.
+
+    Text fields keep the raw string ('query: ' stays a prefix, not a YAML mapping), except 'null'.
+    """
+    if is_list and not raw.strip().startswith("["):
+        return [yaml.safe_load(part) for part in raw.split(",") if part.strip()]
+    value = yaml.safe_load(raw) if raw.strip() else raw
+    return raw if is_text and value is not None and not isinstance(value, str) else value
+
+
+def apply_overrides(pairs: list[str], base: Optional[dict] = None) -> TrainSettings:
+    """apply_overrides(['temperature=0.02']) -> TrainSettings(temperature=0.02, ...)"""
+    values = dict(base or {})
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep:
+            raise SettingsError(f"--set {pair!r}: expected key=value")
+        field = TrainSettings.model_fields.get(key)
+        if field is None:
+            known = ", ".join(TrainSettings.model_fields)
+            raise SettingsError(f"--set {key}: unknown training setting (known: {known})")
+        kind = str(field.annotation)
+        values[key] = _parse_value(raw, "list" in kind, kind in ("Optional[str]", "typing.Optional[str]"))
+    try:
+        return TrainSettings.model_validate(values)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = str(first["loc"][0]) if first["loc"] else "settings"
+        raise SettingsError(f"--set {where}: {first['msg']} (got {first.get('input')!r})") from None
