@@ -15,7 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fret import __version__, shards
+from fret import __version__
+from fret.core import shards
 from fret.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
