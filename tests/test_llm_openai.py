@@ -129,7 +129,8 @@ def test_llama_cpp_echo_logprobs_are_shifted_and_loglik_refuses(server_llm, hf32
 
 # ---- failure injection on loopback ------------------------------------------------------------
 class Scripted:
-    """A loopback HTTP server answering POSTs from a script of (status, body, delay_s)."""
+    """A loopback HTTP server answering POSTs from a script of (status, body, delay_s[, headers]);
+    a `bytes` body is sent as it is (e.g. cut-short JSON)."""
 
     def __init__(self, script):
         self.script, self.requests = list(script), []
@@ -138,10 +139,12 @@ class Scripted:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 outer.requests.append((self.path, json.loads(self.rfile.read(int(self.headers["Content-Length"])))))
-                status, body, delay = outer.script.pop(0) if len(outer.script) > 1 else outer.script[0]
+                status, body, delay, *headers = outer.script.pop(0) if len(outer.script) > 1 else outer.script[0]
                 time.sleep(delay)
-                data = json.dumps(body).encode()
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
                 self.send_response(status)
+                for key, value in (headers[0] if headers else {}).items():
+                    self.send_header(key, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -174,13 +177,25 @@ ASK = [GenerateRequest(messages=(("user", "hi"),), max_tokens=4, temperature=0.3
 def test_retries_on_429_and_5xx_then_succeeds():
     error = {"error": {"message": "slow down", "type": "rate_limit"}}
     with Scripted([(429, error, 0), (503, error, 0), (200, CHAT_OK, 0)]) as server:
-        (g,) = server.llm().generate(ASK)
+        llm = server.llm()
+        (g,) = llm.generate(ASK)
     assert g.text == "hello" and g.prompt_tokens == 5
-    assert len(server.requests) == 3
+    assert len(server.requests) == 3 and llm.usage.retries == 2 and llm.usage.calls == 1
     path, body = server.requests[-1]
     assert path == "/v1/chat/completions"
     assert (body["seed"], body["temperature"], body["top_p"], body["stop"], body["max_tokens"]) == \
         (5, 0.3, 0.9, ["\n"], 4)
+
+
+def test_retry_after_is_honoured_and_cut_short_json_is_retried():
+    error = {"error": {"message": "slow down", "type": "rate_limit"}}
+    cut = json.dumps(CHAT_OK).encode()[:40]  # a 200 whose body ends mid-string
+    with Scripted([(429, error, 0, {"Retry-After": "1.5"}), (200, cut, 0), (200, CHAT_OK, 0)]) as server:
+        llm = server.llm()
+        started = time.monotonic()
+        (g,) = llm.generate(ASK)
+    assert g.text == "hello" and len(server.requests) == 3 and llm.usage.retries == 2
+    assert time.monotonic() - started >= 1.5  # the server's wait, not our first back-off (~0.5 s)
 
 
 def test_no_retry_on_400():
@@ -192,7 +207,7 @@ def test_no_retry_on_400():
 
 def test_timeouts_are_retried_then_raised():
     with Scripted([(200, CHAT_OK, 1.5)]) as server:
-        with pytest.raises(openai.APITimeoutError):
+        with pytest.raises(LLMError, match=r"server at http://127\.0\.0\.1:\d+/v1 failed 2 attempts \(timed out\)"):
             server.llm(timeout_s=0.3, max_retries=1).generate(ASK)
     assert len(server.requests) == 2
 

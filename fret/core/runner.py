@@ -177,9 +177,7 @@ def run_stage(ctx: RunContext, name: str, restart: bool = False, progress: bool 
         done[shards.shard_name(index)] = {
             "rows_in": out.rows_in, "rows_out": n, "rejected": dict(reasons),
             "counts": dict(out.counts),
-            "llm": {"calls": after.calls - before.calls, "cached": after.cached - before.cached,
-                    "prompt_tokens": after.prompt_tokens - before.prompt_tokens,
-                    "completion_tokens": after.completion_tokens - before.completion_tokens},
+            "llm": asdict(after.minus(before)),
             "seconds": round(time.monotonic() - started, 3),
         }
         shards.save_manifest(stage_dir, manifest)

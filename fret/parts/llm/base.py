@@ -108,14 +108,28 @@ class Usage:
     cached: int = 0  # requests answered from the request cache
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    retries: int = 0  # requests sent again after a transient failure (429, 5xx, timeout, broken answer)
 
     def add(self, other: "Usage") -> None:
         for k, v in asdict(other).items():
             setattr(self, k, getattr(self, k) + v)
 
+    def minus(self, before: "Usage") -> "Usage":
+        """What was used since `before`: Usage(calls=5).minus(Usage(calls=2)) == Usage(calls=3)"""
+        return Usage(**{k: v - getattr(before, k) for k, v in asdict(self).items()})
+
 
 class LLMError(FretError, RuntimeError):
     """A backend cannot do what was asked (e.g. a server without prompt logprobs)."""
+
+
+class PartialBatch(LLMError):
+    """A batch failed part-way: `answers` maps the index of each request that was answered to its
+    result, so the request cache keeps what was paid for; the message is the first failure's."""
+
+    def __init__(self, error: BaseException, answers: dict[int, Any]):
+        super().__init__(str(error))
+        self.answers = answers
 
 
 class LLM:
@@ -160,10 +174,16 @@ class LLM:
         return True
 
     def generate_batch(self, batch: list[GenerateRequest]) -> list[Generation]:
-        results = self._generate(batch)
-        self.usage.calls += len(batch)
-        self.usage.prompt_tokens += sum(r.prompt_tokens for r in results)
-        self.usage.completion_tokens += sum(r.completion_tokens for r in results)
+        def count(results) -> None:
+            self.usage.calls += len(results)
+            self.usage.prompt_tokens += sum(r.prompt_tokens for r in results)
+            self.usage.completion_tokens += sum(r.completion_tokens for r in results)
+        try:
+            results = self._generate(batch)
+        except PartialBatch as partial:
+            count(list(partial.answers.values()))
+            raise
+        count(results)
         return results
 
     def loglik_batch(self, batch: list[LoglikRequest]) -> list[Loglik]:
@@ -173,9 +193,15 @@ class LLM:
         return results
 
     def label_batch(self, batch: list[LabelRequest]) -> list[Loglik]:
-        results = self._label_logprobs(batch)
-        self.usage.calls += len(batch)
-        self.usage.prompt_tokens += sum(r.prompt_tokens for r in results)
+        def count(results) -> None:
+            self.usage.calls += len(results)
+            self.usage.prompt_tokens += sum(r.prompt_tokens for r in results)
+        try:
+            results = self._label_logprobs(batch)
+        except PartialBatch as partial:
+            count(list(partial.answers.values()))
+            raise
+        count(results)
         return results
 
     def _label_logprobs(self, batch: list[LabelRequest]) -> list[Loglik]:

@@ -15,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
-from .base import LLM, Generation, GenerateRequest, LabelRequest, Loglik, LoglikRequest, Usage
+from .base import LLM, Generation, GenerateRequest, LabelRequest, Loglik, LoglikRequest, PartialBatch, Usage
 
 
 def request_key(identity: dict, request) -> str:
@@ -68,12 +68,16 @@ class CachedLLM:
             self.usage.cached += len(batch) - len(missing)
             if missing:
                 before = Usage(**asdict(self.llm.usage))
-                answers = call_batch([batch[i] for i in missing])
+                try:
+                    answers = call_batch([batch[i] for i in missing])
+                except PartialBatch as partial:  # keep what was answered: a rerun must not pay for it again
+                    self._store([(keys[missing[i]], a) for i, a in sorted(partial.answers.items())])
+                    raise
+                finally:
+                    spent = self.llm.usage.minus(before)
+                    spent.cached = 0
+                    self.usage.add(spent)
                 self._store([(keys[i], a) for i, a in zip(missing, answers)])
-                after = self.llm.usage
-                self.usage.add(Usage(after.calls - before.calls, 0,
-                                     after.prompt_tokens - before.prompt_tokens,
-                                     after.completion_tokens - before.completion_tokens))
                 for i, a in zip(missing, answers):
                     found[keys[i]] = a
             out.extend(found[k] if isinstance(found[k], result_type) else result_type(**found[k])

@@ -21,11 +21,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .base import (LLM, Generation, GenerateRequest, LabelRequest, LLMError, LLMSettings, Loglik,
-                   LoglikRequest)
+                   LoglikRequest, PartialBatch)
 from .grammar import server_constraint
 
 # A text whose next tokens a language model predicts well: the alignment probe reads it back.
@@ -177,10 +178,34 @@ def response_format(schema: dict, style: str) -> dict:
 
 
 def is_retryable(error: BaseException) -> bool:
+    """429, 5xx, timeouts, dropped connections, and a 200 whose body is cut short (broken JSON)."""
     import openai
-    if isinstance(error, (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError)):
+    if isinstance(error, (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError,
+                          openai.APIResponseValidationError, json.JSONDecodeError)):
         return True
     return isinstance(error, openai.APIStatusError) and error.status_code >= 500
+
+
+def retry_after(error: BaseException) -> float | None:
+    """Seconds a server asked us to wait (`Retry-After: 3` -> 3.0); None when it did not say."""
+    response = getattr(error, "response", None)
+    value = response.headers.get("retry-after") if response is not None else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:  # an HTTP date: rare from API servers; fall back to our own back-off
+        return None
+
+
+def describe(error: BaseException) -> str:
+    """One line for a transport failure: 'HTTP 503 (injected 503)', 'timed out', 'connection error'."""
+    import openai
+    if isinstance(error, openai.APIStatusError):
+        return f"HTTP {error.status_code}"
+    if isinstance(error, openai.APITimeoutError):
+        return "timed out"
+    if isinstance(error, json.JSONDecodeError):
+        return "answer was not complete JSON"
+    return str(error).rstrip(".").lower() or type(error).__name__
 
 
 class OpenAILLM(LLM):
@@ -199,6 +224,7 @@ class OpenAILLM(LLM):
         self.client = OpenAI(base_url=settings.base_url, api_key=key, timeout=settings.timeout_s,
                              max_retries=0)
         self.pool = ThreadPoolExecutor(max_workers=max(1, settings.concurrency))
+        self._lock = threading.Lock()  # usage counters are bumped from the pool's threads
         self._model: str | None = None if settings.model in ("default", "") else settings.model
         self._aligned: bool | None = None
 
@@ -224,17 +250,52 @@ class OpenAILLM(LLM):
         return self._model
 
     def _call(self, fn, *args, **kwargs):
-        from tenacity import (retry, retry_if_exception, stop_after_attempt,
-                              wait_exponential_jitter)
-        retrying = retry(retry=retry_if_exception(is_retryable), reraise=True,
-                         stop=stop_after_attempt(self.settings.max_retries + 1),
-                         wait=wait_exponential_jitter(multiplier=0.5, max=30.0, jitter=0.5))
-        return retrying(fn)(*args, **kwargs)
+        """fn(*args, **kwargs), sent again on transient failures (`llm.max_retries` times at most,
+        exponential back-off, or longer where the server's `Retry-After` asks); each resend is
+        counted in `usage.retries`. Out of retries: an LLMError naming the server and the failure."""
+        from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+        backoff = wait_exponential_jitter(multiplier=0.5, max=30.0, jitter=0.5)
+
+        def wait(state) -> float:
+            asked = retry_after(state.outcome.exception())
+            return max(backoff(state), min(asked, 120.0)) if asked is not None else backoff(state)
+
+        def count(state) -> None:
+            with self._lock:
+                self.usage.retries += 1
+
+        attempts = self.settings.max_retries + 1
+        try:
+            for attempt in Retrying(retry=retry_if_exception(is_retryable), wait=wait, before_sleep=count,
+                                    stop=stop_after_attempt(attempts)):
+                with attempt:
+                    return fn(*args, **kwargs)
+        except RetryError as err:
+            last = err.last_attempt.exception()
+            raise LLMError(f"the server at {self.settings.base_url or 'api.openai.com'} failed {attempts} "
+                           f"attempts ({describe(last)}); when it answers again, run the same command: "
+                           "answered requests are not sent again") from last
 
     # ---- generate -----------------------------------------------------------------------
     def _generate(self, batch: list[GenerateRequest]) -> list[Generation]:
         model = self.model
-        return list(self.pool.map(lambda r: self._generate_one(model, r), batch))
+        return self._map(lambda r: self._generate_one(model, r), batch)
+
+    def _map(self, fn, items: list) -> list:
+        """[fn(x) for x in items] on the pool. Where some fail, the others still finish and come
+        back in a PartialBatch, so the request cache keeps them (a rerun pays only for the rest)."""
+        futures = [self.pool.submit(fn, x) for x in items]
+        answers, first = {}, None
+        for i, future in enumerate(futures):
+            try:
+                answers[i] = future.result()
+            except Exception as err:  # noqa: BLE001 (re-raised below, after the others finished)
+                first = first or err
+        if first is None:
+            return [answers[i] for i in range(len(items))]
+        if not answers:
+            raise first
+        raise PartialBatch(first, answers) from first
 
     def _generate_one(self, model: str, r: GenerateRequest) -> Generation:
         common = {"model": model, "max_tokens": r.max_tokens, "temperature": r.temperature,
@@ -312,7 +373,7 @@ class OpenAILLM(LLM):
         model, endpoint = self.model, self.label_endpoint
         for r in batch:
             check_label_starts(list(r.labels))
-        return list(self.pool.map(lambda r: self._labels_one(model, endpoint, r), batch))
+        return self._map(lambda r: self._labels_one(model, endpoint, r), batch)
 
     def _labels_one(self, model: str, endpoint: str, r: LabelRequest) -> Loglik:
         common = {"model": model, "max_tokens": 1, "temperature": 0.0}
