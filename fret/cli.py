@@ -27,6 +27,12 @@ def _pipeline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--restart", action="store_true",
                    help="delete the stage's output and start it over (needed after changing settings)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--executor", choices=("local", "ray"), default=None,
+                   help="where shards are made: this process (local, the default) or a Ray "
+                        "cluster (ray); overrides the pipeline file's executor.kind")
+    p.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                   help="with --executor ray: none starts a local Ray for this run; 'auto' joins "
+                        "this node's cluster; ray://HOST:PORT a remote one")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,14 +61,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args) -> int:
+    from .core.config import ConfigError
+    from .core.executors import make_executor
     from .core.runner import open_run, run_lock, run_pipeline
     ctx = open_run(args.pipeline, args.run_dir, args.overrides)
     stages = [args.stage] if args.command == "generate" else None
     if stages:
         from .stages import stage_class
         stage_class(ctx.config.pipeline, args.stage)  # a clear error for an unknown stage
+    kind = args.executor or ctx.config.executor.kind
+    if args.ray_address and kind != "ray":
+        raise ConfigError("--ray-address needs --executor ray (or executor.kind: ray)")
     with run_lock(ctx.run_dir):  # one writer per run folder, for the whole command
-        results = run_pipeline(ctx, stages, restart=args.restart, progress=not args.quiet)
+        run_one, close = make_executor(ctx.config.executor, kind, args.ray_address)
+        try:
+            results = run_pipeline(ctx, stages, restart=args.restart, progress=not args.quiet,
+                                   run_one=run_one)
+        finally:
+            close()
     for name, manifest in results.items():
         t = manifest.get("totals", {})
         rejected = sum(t.get("rejected", {}).values())

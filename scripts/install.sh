@@ -18,6 +18,8 @@ py="$venv/bin/python"
 if [ "${1:-}" = "--test" ]; then
   # A real OpenAI-compatible server for the openai backend's tests (compiles llama.cpp, ~7 min once).
   "$py" -c "import llama_cpp.server" 2>/dev/null || "$py" -m pip install --quiet "llama-cpp-python[server]>=0.3"
+  # The Ray executor's tests start a real local Ray (the version they were run with).
+  "$py" -c "import ray; assert ray.__version__ == '2.60.0'" 2>/dev/null || "$py" -m pip install --quiet "ray==2.60.0"
 fi
 if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null; then
   # Headless Chromium renders the HTML report in its test (Debian's package).

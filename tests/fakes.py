@@ -5,7 +5,11 @@ Never the only test of a feature: the real-model tests cover what the answers me
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import signal
+import time
+from pathlib import Path
 
 from fret.parts.llm.base import BACKENDS, LLM, Generation, Loglik
 
@@ -19,12 +23,26 @@ class FakeLLM(LLM):
     """Answers the query prompt with words of the passage; scores by hashing.
 
     settings.extra: {"malformed": substring} answers garbage when the passage contains it;
-    {"crash_after": n} raises after n backend batches (to simulate a crash mid-stage).
+    {"crash_after": n} raises after n backend batches (to simulate a crash mid-stage);
+    {"fail_on": substring} raises ValueError for such a passage (a shard failing on bad input);
+    {"delay": seconds} sleeps before each answer (to give a test time to kill something);
+    {"kill_once": {"marker": path, "after": n}}: the process kills itself with SIGKILL at its n-th
+    request, once per marker file (a Ray worker dying mid-shard; never use it in-process).
     """
     name = "fake"
     sent: list = []  # every request the backend answered, across instances
 
     def _tick(self):
+        extra = self.settings.extra
+        if extra.get("delay"):
+            time.sleep(extra["delay"])
+        kill = extra.get("kill_once")
+        if kill:
+            self._answered = getattr(self, "_answered", 0) + 1
+            marker = Path(kill["marker"])
+            if self._answered >= kill["after"] and not marker.exists():
+                marker.write_text(str(os.getpid()))
+                os.kill(os.getpid(), signal.SIGKILL)
         limit = self.settings.extra.get("crash_after")
         if limit is not None and len(FakeLLM.sent) >= limit:
             raise KeyboardInterrupt("simulated crash")
@@ -35,6 +53,9 @@ class FakeLLM(LLM):
             self._tick()
             FakeLLM.sent.append(r)
             passage = r.prompt.rsplit("Passage:", 1)[1].split("\nTask:")[0].split()
+            if self.settings.extra.get("fail_on", "\0") in " ".join(passage):
+                raise ValueError(f"fake backend cannot answer a passage holding "
+                                 f"{self.settings.extra['fail_on']!r}")
             bad = self.settings.extra.get("malformed")
             if bad and bad in " ".join(passage):
                 text = " I cannot help with that."

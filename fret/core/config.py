@@ -102,11 +102,13 @@ def describe_error(source: str, exc: ValidationError) -> str:
 
 
 def pipeline_model(kind: str, stage_names: list[str], settings_of) -> type[BaseModel]:
+    from .executor_settings import ExecutorSettings  # it builds on Section, defined here
     fields: dict[str, Any] = {
         "pipeline": (str, kind),
         "seed": (int, 0),
         "llm": (LLMSettings, LLMSettings()),
         "cache": (CacheSettings, CacheSettings()),
+        "executor": (ExecutorSettings, ExecutorSettings()),
     }
     for name in stage_names:
         model = settings_of(name)
@@ -121,6 +123,19 @@ def load_pipeline(path: Path, overrides: list[str] = ()) -> BaseModel:
         raise ConfigError(f"{path}: pipeline: expected one of {sorted(PIPELINES)} (got {kind!r})")
     model = pipeline_model(kind, PIPELINES[kind], lambda name: stage_class(kind, name).Settings)
     try:
-        return model.model_validate(data)
+        config = model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(describe_error(str(path), exc)) from None
+    from .executor_settings import check_stage_names
+    unknown = check_stage_names(config.executor, list(PIPELINES[kind]), str(path))
+    if unknown:
+        raise ConfigError("\n".join(unknown))
+    return config
+
+
+def config_from_dict(data: dict) -> BaseModel:
+    """A resolved pipeline (`config.model_dump(mode="json")`) back into its model: how a Ray
+    worker gets the driver's settings without the pipeline file."""
+    kind = data["pipeline"]
+    model = pipeline_model(kind, PIPELINES[kind], lambda name: stage_class(kind, name).Settings)
+    return model.model_validate(data)

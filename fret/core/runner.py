@@ -21,7 +21,7 @@ import sys
 import time
 from collections import Counter
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -139,9 +139,21 @@ def _warn_if_empty(ctx: RunContext, stage: Stage, totals: dict) -> None:
     _warn(f"stage {stage.name!r} ended with 0 rows in {ctx.stage_dir(stage.name)}: {cause}")
 
 
-def run_stage(ctx: RunContext, name: str, restart: bool = False, progress: bool = True,
-              on_work: Optional[Callable[[], None]] = None) -> dict:
-    """Run one stage; `on_work` is called when it is accepted and about to write shards (or delete)."""
+@dataclass
+class StagePlan:
+    """What the driver decided for one stage: its settings hash, manifest and the shards to make."""
+    stage: Stage
+    stage_dir: Path
+    digest: str
+    manifest: dict
+    todo: list[int]
+
+
+def plan_stage(ctx: RunContext, name: str, restart: bool = False,
+               on_work: Optional[Callable[[], None]] = None) -> StagePlan:
+    """Check upstream and settings, (re)start the manifest and list the shards not yet done.
+
+    Every executor plans through here, so local and Ray runs make the same shards."""
     stage = make_stage(ctx, name)
     stage_dir = ctx.stage_dir(name)
     upstream = _upstream_hashes(ctx, stage)  # checked before anything is deleted
@@ -158,38 +170,61 @@ def run_stage(ctx: RunContext, name: str, restart: bool = False, progress: bool 
     _drop_damaged(stage_dir, manifest)
     manifest.update(settings=stage.settings.model_dump(mode="json"), upstream=upstream,
                     complete=False)
-    done = manifest["shards"]
-    todo = [i for i in stage.shard_indices() if shards.shard_name(i) not in done]
-    if todo:
-        if on_work:
-            on_work()
-        stage.setup()
-    bar = tqdm(todo, desc=f"{name:>10}", unit="shard", disable=not progress, leave=True)
-    for index in bar:
-        started, before = time.monotonic(), _usage(ctx)
-        out = stage.process(index)
-        after = _usage(ctx)
-        reasons = Counter(r.reason for r in out.rejects)
-        if out.rejects:
-            shards.write_table(stage_dir / shards.REJECTS / shards.shard_name(index),
-                               [r.model_dump() for r in out.rejects], REJECT_SCHEMA)
-        n = shards.write_table(stage_dir / shards.shard_name(index), out.rows, stage.schema)
-        done[shards.shard_name(index)] = {
-            "rows_in": out.rows_in, "rows_out": n, "rejected": dict(reasons),
-            "counts": dict(out.counts),
-            "llm": asdict(after.minus(before)),
-            "seconds": round(time.monotonic() - started, 3),
-        }
-        shards.save_manifest(stage_dir, manifest)
-        bar.set_postfix(rows=n, rejected=sum(reasons.values()))
+    todo = [i for i in stage.shard_indices() if shards.shard_name(i) not in manifest["shards"]]
+    if todo and on_work:
+        on_work()
+    return StagePlan(stage, stage_dir, digest, manifest, todo)
+
+
+def process_shard(stage: Stage, index: int) -> dict:
+    """Make one shard (rows and rejects written under unique temporary names, then renamed) and
+    return its manifest entry; the caller records it. Runs wherever the stage's model lives."""
+    ctx, stage_dir = stage.ctx, stage.ctx.stage_dir(stage.name)
+    started, before = time.monotonic(), _usage(ctx)
+    out = stage.process(index)
+    after = _usage(ctx)
+    reasons = Counter(r.reason for r in out.rejects)
+    if out.rejects:
+        shards.write_table(stage_dir / shards.REJECTS / shards.shard_name(index),
+                           [r.model_dump() for r in out.rejects], REJECT_SCHEMA)
+    n = shards.write_table(stage_dir / shards.shard_name(index), out.rows, stage.schema)
+    return {
+        "rows_in": out.rows_in, "rows_out": n, "rejected": dict(reasons),
+        "counts": dict(out.counts),
+        "llm": asdict(after.minus(before)),
+        "seconds": round(time.monotonic() - started, 3),
+    }
+
+
+def record_shard(plan: StagePlan, index: int, entry: dict) -> None:
+    """The "done" marker of one shard: only the driver calls this (one manifest writer)."""
+    plan.manifest["shards"][shards.shard_name(index)] = entry
+    shards.save_manifest(plan.stage_dir, plan.manifest)
+
+
+def finish_stage(ctx: RunContext, plan: StagePlan) -> dict:
     totals: dict = {}
-    for entry in done.values():
+    for _, entry in sorted(plan.manifest["shards"].items()):  # shard order, however they finished
         _sum_into(totals, entry)
-    manifest.update(complete=True, totals=totals)
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    shards.save_manifest(stage_dir, manifest)
-    _warn_if_empty(ctx, stage, totals)
-    return manifest
+    plan.manifest.update(complete=True, totals=totals)
+    plan.stage_dir.mkdir(parents=True, exist_ok=True)
+    shards.save_manifest(plan.stage_dir, plan.manifest)
+    _warn_if_empty(ctx, plan.stage, totals)
+    return plan.manifest
+
+
+def run_stage(ctx: RunContext, name: str, restart: bool = False, progress: bool = True,
+              on_work: Optional[Callable[[], None]] = None) -> dict:
+    """Run one stage; `on_work` is called when it is accepted and about to write shards (or delete)."""
+    plan = plan_stage(ctx, name, restart, on_work)
+    if plan.todo:
+        plan.stage.setup()
+    bar = tqdm(plan.todo, desc=f"{name:>10}", unit="shard", disable=not progress, leave=True)
+    for index in bar:
+        entry = process_shard(plan.stage, index)
+        record_shard(plan, index, entry)
+        bar.set_postfix(rows=entry["rows_out"], rejected=sum(entry["rejected"].values()))
+    return finish_stage(ctx, plan)
 
 
 def open_run(pipeline: Path, run_dir: Path, overrides: list[str] = ()) -> RunContext:
@@ -211,7 +246,8 @@ def save_settings(ctx: RunContext) -> None:
 
 
 def run_pipeline(ctx: RunContext, stages: Optional[list[str]] = None, restart: bool = False,
-                 progress: bool = True) -> dict[str, dict]:
+                 progress: bool = True, run_one: Callable[..., dict] = run_stage) -> dict[str, dict]:
+    """Every stage in order; `run_one` is the executor's run_stage (local here, or Ray's)."""
     names = stages or PIPELINES[ctx.config.pipeline]
     ctx.progress = progress  # sub-runs of a recipe show bars only when their parent does
     results = {}
@@ -224,7 +260,7 @@ def run_pipeline(ctx: RunContext, stages: Optional[list[str]] = None, restart: b
 
     try:
         for name in names:
-            results[name] = run_stage(ctx, name, restart=restart, progress=progress, on_work=accepted)
+            results[name] = run_one(ctx, name, restart=restart, progress=progress, on_work=accepted)
         accepted()  # a command that had nothing to do is accepted once it has checked every stage
     finally:
         ctx.close()

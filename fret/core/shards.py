@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -43,7 +44,9 @@ def shard_index(path: Path) -> int:
 
 def _atomic_write_bytes(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    # Unique per attempt (pid and a random part): a retried attempt of a shard on a cluster and a
+    # zombie attempt of it still running elsewhere never write the same temporary file.
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     write(tmp)
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())

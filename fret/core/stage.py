@@ -41,6 +41,7 @@ class RunContext:
         self.pipeline_path = pipeline_path
         self.overrides: list[str] = []  # the --set items, saved with the resolved settings
         self.progress = True
+        self.cache_writer: Optional[str] = None  # a Ray worker's name: it writes its own cache file
         self._llm = None
 
     @property
@@ -62,7 +63,7 @@ class RunContext:
             cache = self.config.cache
             if cache.enabled:
                 path = cache.path or self.run_dir / "_cache" / "llm.sqlite"
-                llm = CachedLLM(llm, path)
+                llm = CachedLLM(llm, path, writer=self.cache_writer)
             self._llm = llm
         return self._llm
 
@@ -102,6 +103,10 @@ class Stage:
     input: ClassVar[Optional[str]] = None  # whose shards map 1:1 onto ours
     depends: ClassVar[tuple[str, ...]] = ()  # other stages read whole (their hashes join ours)
     uses_llm: ClassVar[bool] = False
+    # Executors: a stage that holds a model (LLM, embedder) runs on a pool of Ray actors that
+    # set it up once; one that must run in the driver (sub-runs, training) is never shipped out.
+    uses_model: ClassVar[bool] = False
+    runs_in_driver: ClassVar[bool] = False
 
     def __init__(self, ctx: RunContext, settings: BaseModel):
         self.ctx = ctx

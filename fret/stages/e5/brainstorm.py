@@ -97,6 +97,7 @@ class BrainstormStage(Stage):
     Settings = BrainstormSettings
     schema = schema_of(Task)
     uses_llm = True
+    uses_model = True
 
     def __init__(self, ctx, settings):
         super().__init__(ctx, settings)

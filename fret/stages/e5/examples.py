@@ -76,6 +76,7 @@ class ExamplesStage(Stage):
     schema = schema_of(Example)
     input = "brainstorm"
     uses_llm = True
+    uses_model = True
 
     def __init__(self, ctx, settings):
         super().__init__(ctx, settings)

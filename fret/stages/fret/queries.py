@@ -139,6 +139,7 @@ class QueriesStage(Stage):
         super().__init__(ctx, settings)
         self.input = None if settings.from_file else "sample"
         self.uses_llm = settings.from_file is None
+        self.uses_model = self.uses_llm
         self.template = load_template(settings.template)
 
     def fingerprint(self) -> dict:

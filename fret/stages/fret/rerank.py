@@ -174,6 +174,7 @@ class RerankStage(Stage):
     input = "mine"
     depends = ("corpus",)
     uses_llm = True
+    uses_model = True
 
     def __init__(self, ctx, settings):
         super().__init__(ctx, settings)

@@ -107,6 +107,7 @@ class QuestionsStage(Stage):
     schema = schema_of(MLDQuestion)
     input = "longdocs"
     uses_llm = True
+    uses_model = True
 
     def __init__(self, ctx, settings):
         super().__init__(ctx, settings)

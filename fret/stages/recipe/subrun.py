@@ -25,6 +25,7 @@ class SubRunSettings(Section):
 
 class SubRunStage(Stage):
     schema = schema_of(Unified)
+    runs_in_driver = True  # a whole pipeline of its own (with its own executor)
 
     @property
     def pipeline(self) -> Path:

@@ -33,6 +33,7 @@ class TrainStage(Stage):
     name = "train"
     Settings = TrainStageSettings
     schema = TRAIN_SCHEMA
+    runs_in_driver = True  # training and evaluation stay on torchrun / one process
 
     def __init__(self, ctx, settings):
         super().__init__(ctx, settings)
@@ -72,6 +73,7 @@ class EvalStage(Stage):
     name = "eval"
     Settings = EvalStageSettings
     schema = EVAL_SCHEMA
+    runs_in_driver = True  # training and evaluation stay on torchrun / one process
     depends = ("train",)
 
     def shard_indices(self) -> list[int]:

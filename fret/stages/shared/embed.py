@@ -46,6 +46,7 @@ class EmbedStage(Stage):
     Settings = EmbedSettings
     schema = EMBEDDING_SCHEMA
     input = "corpus"
+    uses_model = True
 
     def fingerprint(self) -> dict:
         return {"embedder": self._embedder().identity()}

@@ -1,0 +1,134 @@
+"""What runs inside a Ray worker: rebuild the driver's stage, set it up once, make shards.
+
+Kept apart from ray_executor (the driver side) and free of `import ray` at the top, so the
+worker code is plain Python that a test can also call in-process.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+import sys
+from pathlib import Path
+
+from .config import config_from_dict
+from .runner import make_stage, process_shard
+from .stage import RunContext
+
+
+def size_threads(num_cpus: float) -> int:
+    """Torch, BLAS and tokenizers threads = the CPUs Ray gave this worker (at least 1).
+
+    Two workers on one machine each with torch's default (one thread per core) run an order of
+    magnitude slower than one alone: they fight over the same cores."""
+    n = max(1, int(num_cpus))
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RAYON_NUM_THREADS"):
+        os.environ[var] = str(n)  # torch and faiss read these when first imported
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    if "torch" in sys.modules:  # already imported in this (reused) worker process: set it live
+        sys.modules["torch"].set_num_threads(n)
+    if "faiss" in sys.modules:
+        sys.modules["faiss"].omp_set_num_threads(n)
+    return n
+
+
+def _identity() -> tuple[str, str]:
+    """(node, worker): the host's name and a name unique on the cluster, e.g. 'a1b2c3d4-4711'."""
+    try:
+        import ray
+        node_id = ray.get_runtime_context().get_node_id() or socket.gethostname()
+    except Exception:  # outside Ray (a test calling the worker in-process)  # noqa: BLE001
+        node_id = socket.gethostname()
+    return socket.gethostname(), f"{node_id[:8]}-{os.getpid()}"
+
+
+def _gpu_ids() -> list[str]:
+    """The GPUs Ray gave this worker (CUDA_VISIBLE_DEVICES is set to them), e.g. ['1']."""
+    try:
+        import ray
+        return [str(g) for g in ray.get_runtime_context().get_accelerator_ids().get("GPU", [])]
+    except Exception:  # outside Ray  # noqa: BLE001
+        return []
+
+
+def _for_actor(config: dict) -> dict:
+    """vLLM with tensor parallelism inside an actor: the actor already holds its
+    tensor_parallel_size GPUs (num_gpus, one node, like a STRICT_PACK placement group), so the
+    engine starts its TP workers as local processes on exactly those GPUs instead of asking Ray
+    for a placement group from inside an actor (which some Ray + vLLM pairs hang on)."""
+    llm = config.get("llm", {})
+    if llm.get("backend") == "vllm" and llm.get("tensor_parallel_size", 1) > 1:
+        args = llm.setdefault("extra", {}).setdefault("engine_args", {})
+        args.setdefault("distributed_executor_backend", "mp")
+    return config
+
+
+def shutdown_llm(llm) -> None:
+    """Shut an in-process vLLM engine down explicitly: dropping the reference leaves its engine
+    core and TP worker processes orphaned when the actor exits."""
+    backend = getattr(llm, "llm", llm)  # CachedLLM wraps the backend
+    engine = getattr(backend, "_engine", None)
+    if engine is None:
+        return
+    core = getattr(getattr(engine, "llm_engine", None), "engine_core", None)
+    if callable(getattr(core, "shutdown", None)):
+        core.shutdown()
+    try:
+        from vllm.distributed.parallel_state import (destroy_distributed_environment,
+                                                     destroy_model_parallel)
+    except ImportError:
+        return
+    destroy_model_parallel()
+    destroy_distributed_environment()
+
+
+class ShardWorker:
+    """One worker of a stage (a Ray actor for model stages): `process(index)` shard after shard,
+    with `setup()` (model loading) once, at the first shard."""
+
+    def __init__(self, spec: dict):
+        if os.path.isdir(spec["cwd"]):  # relative paths in the settings mean what they meant
+            os.chdir(spec["cwd"])        # to the driver (on a cluster: where the run folder is shared)
+        self.num_cpus = spec["num_cpus"]
+        size_threads(self.num_cpus)
+        for module in spec["imports"]:
+            importlib.import_module(module)  # registers the LLM backend the pipeline names
+        config = config_from_dict(_for_actor(dict(spec["config"])))
+        pipeline = Path(spec["pipeline_path"]) if spec["pipeline_path"] else None
+        self.ctx = RunContext(Path(spec["run_dir"]), config, pipeline)
+        self.node, self.worker = _identity()
+        self.gpus = _gpu_ids()
+        self.ctx.cache_writer = self.worker  # its own request cache file (see parts/llm/cache.py)
+        self.stage = make_stage(self.ctx, spec["stage"])
+        self.ready = False
+
+    def process(self, index: int) -> dict:
+        if not self.ready:
+            # As in the local runner: shard_indices() first (some stages plan their shards
+            # there, e.g. `sample` draws its ids), then setup(), then shards.
+            self.stage.shard_indices()
+            self.stage.setup()
+            size_threads(self.num_cpus)  # torch is imported by now: set its threads live too
+            self.ready = True
+        entry = process_shard(self.stage, index)
+        entry.update(node=self.node, worker=self.worker)
+        if self.gpus:
+            entry["gpus"] = self.gpus
+        return entry
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def close(self) -> None:
+        if self.ctx._llm is not None:
+            shutdown_llm(self.ctx._llm)
+        self.ctx.close()
+
+
+def run_one_shard(spec: dict, index: int) -> dict:
+    """A Ray task for a stage without a model: build, set up, make one shard."""
+    worker = ShardWorker(spec)
+    try:
+        return worker.process(index)
+    finally:
+        worker.close()
