@@ -53,7 +53,7 @@ def training_pairs(articles: list[dict]) -> list[dict]:
 
 
 def write_unified(folder: Path, pairs: list[dict], negatives: dict[str, list[str]], lang: str) -> None:
-    """Unified shards (fret.records.Unified), as any fret pipeline would hand them to `fret train`."""
+    """Unified shards (fret.core.records.Unified), as any fret pipeline would hand them to `fret train`."""
     from fret.core.records import Unified, schema_of, stable_id
     from fret.core.shards import shard_name, write_table
 

@@ -72,7 +72,8 @@ def test_fret_run_through_20_percent_faults_equals_a_fault_free_run(llama_server
     assert resent(flaky) == []  # no answered request was sent twice
 
 
-E5_SETS = ["brainstorm.groups=[short_long,sts]", "brainstorm.max_tokens=96", "examples.max_tokens=128",
+E5_SETS = ["llm.extra.response_format=json_object",  # llama-cpp-python's form of a JSON schema
+           "brainstorm.groups=[short_long,sts]", "brainstorm.max_tokens=96", "examples.max_tokens=128",
            "examples.max_tasks_per_group=2", "examples.language_check.enabled=false"]
 
 

@@ -123,6 +123,11 @@ class LLMError(FretError, RuntimeError):
     """A backend cannot do what was asked (e.g. a server without prompt logprobs)."""
 
 
+class ServerError(LLMError):
+    """A server that kept failing past the retries: a failure at run time, the same command resumes."""
+    exit_code = 1
+
+
 class PartialBatch(LLMError):
     """A batch failed part-way: `answers` maps the index of each request that was answered to its
     result, so the request cache keeps what was paid for; the message is the first failure's."""
@@ -130,6 +135,7 @@ class PartialBatch(LLMError):
     def __init__(self, error: BaseException, answers: dict[int, Any]):
         super().__init__(str(error))
         self.answers = answers
+        self.exit_code = getattr(error, "exit_code", 1)  # the failure's own (run time, unless it says)
 
 
 class LLM:

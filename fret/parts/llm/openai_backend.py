@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .base import (LLM, Generation, GenerateRequest, LabelRequest, LLMError, LLMSettings, Loglik,
-                   LoglikRequest, PartialBatch)
+                   LoglikRequest, PartialBatch, ServerError)
 from .grammar import server_constraint
 
 # A text whose next tokens a language model predicts well: the alignment probe reads it back.
@@ -272,7 +272,7 @@ class OpenAILLM(LLM):
                     return fn(*args, **kwargs)
         except RetryError as err:
             last = err.last_attempt.exception()
-            raise LLMError(f"the server at {self.settings.base_url or 'api.openai.com'} failed {attempts} "
+            raise ServerError(f"the server at {self.settings.base_url or 'api.openai.com'} failed {attempts} "
                            f"attempts ({describe(last)}); when it answers again, run the same command: "
                            "answered requests are not sent again") from last
 
