@@ -34,7 +34,7 @@ class TrainSettings(BaseModel):
     max_length: int = 256  # tokens per text
     # How texts are formatted (fret.parts.formatting): gecko (task: ... | query: ...), prompts (query_prompt /
     # document_prompt, or the base model's own), plain; auto: the base model's own prompts where it
-    # has them, else AUTO_FORMAT, the better of the three on benchmarks/bench_finetune.py.
+    # has them, else AUTO_FORMAT (prompts), the best of the three on benchmarks/bench_finetune.py.
     format: Literal["auto", "gecko", "prompts", "plain"] = "auto"
     query_prompt: Optional[str] = None  # prompts: e.g. 'query: ' (default: the model's own, else 'query: ')
     document_prompt: Optional[str] = None  # prompts: e.g. 'passage: ' (default: the model's own, else 'passage: ')
