@@ -16,6 +16,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, cre
 from ..parts.llm.base import LLMSettings
 from ..stages import PIPELINES, stage_class
 from .errors import ConfigError
+from .executor_settings import ExecutorSettings, check_stage_names
+from .section import Section  # noqa: F401 (stages import it from here)
 
 
 def _must_exist(path: Path) -> Path:
@@ -25,11 +27,6 @@ def _must_exist(path: Path) -> Path:
 
 
 ExistingPath = Annotated[Path, AfterValidator(_must_exist)]
-
-
-class Section(BaseModel):
-    """Base of every settings section: unknown keys are errors."""
-    model_config = ConfigDict(extra="forbid")
 
 
 class CacheSettings(Section):
@@ -102,7 +99,6 @@ def describe_error(source: str, exc: ValidationError) -> str:
 
 
 def pipeline_model(kind: str, stage_names: list[str], settings_of) -> type[BaseModel]:
-    from .executor_settings import ExecutorSettings  # it builds on Section, defined here
     fields: dict[str, Any] = {
         "pipeline": (str, kind),
         "seed": (int, 0),
@@ -126,7 +122,6 @@ def load_pipeline(path: Path, overrides: list[str] = ()) -> BaseModel:
         config = model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(describe_error(str(path), exc)) from None
-    from .executor_settings import check_stage_names
     unknown = check_stage_names(config.executor, list(PIPELINES[kind]), str(path))
     if unknown:
         raise ConfigError("\n".join(unknown))

@@ -17,7 +17,7 @@ from typing import Literal, Optional
 
 from pydantic import Field
 
-from .config import Section
+from .section import Section
 
 
 class StageResources(Section):
