@@ -179,36 +179,30 @@ class LLM:
         """Whether `loglik` works here (an OpenAI-compatible server may have no prompt logprobs)."""
         return True
 
-    def generate_batch(self, batch: list[GenerateRequest]) -> list[Generation]:
+    def _counted(self, call, batch: list, continuations: bool = False) -> list:
+        """call(batch), its answers counted in `usage` (those of a batch that failed part-way too);
+        `continuations`: the scored continuations' tokens were sent too (loglik)."""
         def count(results) -> None:
             self.usage.calls += len(results)
-            self.usage.prompt_tokens += sum(r.prompt_tokens for r in results)
-            self.usage.completion_tokens += sum(r.completion_tokens for r in results)
+            self.usage.prompt_tokens += sum(r.prompt_tokens + (sum(r.n_tokens) if continuations else 0)
+                                            for r in results)
+            self.usage.completion_tokens += sum(getattr(r, "completion_tokens", 0) for r in results)
         try:
-            results = self._generate(batch)
+            results = call(batch)
         except PartialBatch as partial:
             count(list(partial.answers.values()))
             raise
         count(results)
         return results
+
+    def generate_batch(self, batch: list[GenerateRequest]) -> list[Generation]:
+        return self._counted(self._generate, batch)
 
     def loglik_batch(self, batch: list[LoglikRequest]) -> list[Loglik]:
-        results = self._loglik(batch)
-        self.usage.calls += len(batch)
-        self.usage.prompt_tokens += sum(r.prompt_tokens + sum(r.n_tokens) for r in results)
-        return results
+        return self._counted(self._loglik, batch, continuations=True)
 
     def label_batch(self, batch: list[LabelRequest]) -> list[Loglik]:
-        def count(results) -> None:
-            self.usage.calls += len(results)
-            self.usage.prompt_tokens += sum(r.prompt_tokens for r in results)
-        try:
-            results = self._label_logprobs(batch)
-        except PartialBatch as partial:
-            count(list(partial.answers.values()))
-            raise
-        count(results)
-        return results
+        return self._counted(self._label_logprobs, batch)
 
     def _label_logprobs(self, batch: list[LabelRequest]) -> list[Loglik]:
         """Default: each whole label's log-likelihood after the prompt, one `loglik` request."""
