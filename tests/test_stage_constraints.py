@@ -14,7 +14,7 @@ import fakes  # noqa: F401  (registers the "fake" backend)
 from fret.core.runner import open_run, run_pipeline
 from fret.parts.llm import GenerateRequest, LLMSettings, make_llm
 from fret.parts.prompts import load_template
-from fret.stages.e5.brainstorm import TASK_LIST_SCHEMA, parse_task_list
+from fret.stages.e5.brainstorm import parse_task_list, task_list_schema
 from fret.stages.e5.records import GROUPS
 from fret.stages.fret.queries import DEFAULT_TASK_TYPES, QUERY_REGEX, parse_answer
 from fret.stages.multilongdoc.questions import QUESTION_REGEX, parse_question
@@ -29,7 +29,7 @@ def test_e5_requests_carry_each_groups_schema(tmp_path):
         stages=["brainstorm", "examples"], progress=False)
     sent = e5_fakes.E5FakeLLM.sent
     brainstorm = [r for r in sent if r.messages[-1][1].startswith("Brainstorm a list")]
-    assert len(brainstorm) == len(GROUPS) and {r.json_schema for r in brainstorm} == {TASK_LIST_SCHEMA}
+    assert len(brainstorm) == len(GROUPS) and {r.json_schema for r in brainstorm} == {task_list_schema(20, 4)}
     schemas = {json.dumps(g.model.model_json_schema(), sort_keys=True) for g in GROUPS.values()}
     examples = [r for r in sent if r not in brainstorm]
     assert len(examples) >= len(GROUPS) and {r.json_schema for r in examples} == schemas

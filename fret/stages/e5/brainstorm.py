@@ -40,7 +40,7 @@ class BrainstormSettings(Section):
     min_task_words: int = 4
     plain_lists: bool = True  # no JSON list in the answer: read a numbered/bulleted list (counted)
     max_task_words: int = 60
-    json_schema: bool = True  # send TASK_LIST_SCHEMA (enforced while decoding where the backend can)
+    json_schema: bool = True  # send task_list_schema (enforced while decoding where the backend can)
 
     @field_validator("groups")
     @classmethod
@@ -51,8 +51,20 @@ class BrainstormSettings(Section):
         return groups
 
 
-TASK_LIST_SCHEMA = json.dumps({"type": "array", "items": {"type": "string", "minLength": 1},
-                               "minItems": 1})
+def task_list_schema(tasks: int, min_words: int) -> str:
+    """The JSON schema of an answer: a list of task sentences.
+
+    A bare list of strings let SmolLM2 close the list after one junk item ('", "', a preamble
+    inside the brackets); the items' pattern asks for a capitalised sentence of at least
+    `min_words` words with no quotes inside, and the list for at least a quarter of the tasks
+    asked for, so the grammar steers a small model towards what `task_problem` accepts. The upper
+    word bound and distinct items are checked after the fact: a bounded repeat made the grammar
+    compile ten times slower, and distinctness cannot be said in a grammar.
+    """
+    word = r"[A-Za-z0-9,;:'()/.?&%+-]+"
+    sentence = rf"[A-Z][A-Za-z]*( {word}){{{max(min_words - 1, 0)},}}"
+    return json.dumps({"type": "array", "minItems": max(1, tasks // 4), "maxItems": tasks,
+                       "items": {"type": "string", "pattern": sentence}})
 
 
 class PlainList(list):
@@ -102,9 +114,12 @@ class BrainstormStage(Stage):
     def __init__(self, ctx, settings):
         super().__init__(ctx, settings)
         self.template = load_template(settings.template)
+        self.list_schema = task_list_schema(settings.tasks_per_request, settings.min_task_words)
 
     def fingerprint(self) -> dict:
-        return {"template": self.template.hash}
+        # the schema is code, not a setting: a change of it must still restart the stage
+        schema = self.list_schema if self.settings.json_schema else None
+        return {"template": self.template.hash, "schema": schema}
 
     def shard_indices(self) -> list[int]:
         return list(range(len(self.settings.groups)))
@@ -117,7 +132,7 @@ class BrainstormStage(Stage):
             max_tokens=s.max_tokens, top_p=s.top_p,
             temperature=s.temperature if attempt == 0 else s.retry_temperature,
             seed=request_seed(self.ctx.seed, f"brainstorm/{group}/{k}", attempt),
-            json_schema=TASK_LIST_SCHEMA if s.json_schema else None)
+            json_schema=self.list_schema if s.json_schema else None)
 
     def process(self, index: int) -> ShardOutput:
         s = self.settings
