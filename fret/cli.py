@@ -88,11 +88,12 @@ def _run(args) -> int:
 
 
 def _check_shards(run_dir: Path) -> None:
-    """A damaged shard is named with its fix before the report tries to read it."""
+    """A damaged shard is named with its fix before the report reads it; checksums are verified
+    (a full read): a report is where a user asks whether the data is sound."""
     from .core import shards
     from .report import stage_dirs
     for stage_dir in stage_dirs(run_dir):
-        bad = shards.damaged_shards(stage_dir, shards.load_manifest(stage_dir))
+        bad = shards.damaged_shards(stage_dir, shards.load_manifest(stage_dir), verify=True)
         for name, problem in sorted(bad.items()):
             raise shards.ShardError(f"{stage_dir / name} is damaged ({problem}); "
                                     f"{shards.redo_hint(stage_dir / name)}")

@@ -59,16 +59,33 @@ def fewer_rows(path: Path) -> None:
     pq.write_table(table.slice(0, table.num_rows - 1), path)
 
 
+def flip_byte(path: Path) -> None:
+    """One byte flipped inside the first data page: same size, footer intact."""
+    data = bytearray(path.read_bytes())
+    data[100] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
 DAMAGE = {"truncated": truncate, "deleted": Path.unlink, "one row short": fewer_rows}
+# What only the checksum sees; verified for the stage being resumed and in `fret report`.
+ALTERED = {**DAMAGE, "byte flipped": flip_byte}
 
 
 # --- corrupt shards -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("damage", DAMAGE)
+def test_manifest_records_size_and_checksum_of_every_shard(run_dir):
+    for stage in ("corpus", "sample"):
+        entries = shards.load_manifest(run_dir / stage)["shards"]
+        assert len(entries) >= 2
+        for name, entry in entries.items():
+            assert (entry["bytes"], entry["sha256"]) == shards.file_digest(run_dir / stage / name)
+
+
+@pytest.mark.parametrize("damage", ALTERED)
 def test_damaged_shard_of_the_resumed_stage_is_redone(run_dir, capsys, damage):
     before = stage_rows(run_dir, "corpus")
     shard = run_dir / "corpus" / "part-00001.parquet"
-    DAMAGE[damage](shard)
+    ALTERED[damage](shard)
     assert gen("corpus", run_dir) == 0
     err = err_lines(capsys)
     assert len(err) == 1 and "warning" in err[0] and str(shard) in err[0] and "redoing" in err[0]
@@ -110,9 +127,10 @@ def test_corrupt_manifest_is_one_line_naming_it(run_dir, capsys):
     assert gen("corpus", run_dir, "--restart") == 0 and gen("sample", run_dir) == 0
 
 
-def test_report_names_a_damaged_shard(run_dir, capsys):
+@pytest.mark.parametrize("damage", ALTERED)
+def test_report_names_a_damaged_shard(run_dir, capsys, damage):
     shard = run_dir / "sample" / "part-00001.parquet"
-    truncate(shard)
+    ALTERED[damage](shard)
     assert main(["report", str(run_dir)]) == 1
     err = err_lines(capsys)
     assert len(err) == 1 and str(shard) in err[0] and "fret generate sample" in err[0]

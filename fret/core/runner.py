@@ -66,7 +66,7 @@ def _finished_upstream(ctx: RunContext, stage: Stage, name: str) -> str:
     if not manifest.get("complete"):
         raise StageError(f"stage {stage.name!r} needs stage {name!r}, which has not finished in "
                          f"{ctx.run_dir}: run `fret generate {name} ...` first (or `fret run`)")
-    bad = shards.damaged_shards(stage_dir, manifest)
+    bad = shards.damaged_shards(stage_dir, manifest)  # no checksums: see fret/core/shards.py
     if bad:
         shard, problem = next(iter(sorted(bad.items())))
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
@@ -112,8 +112,9 @@ def _warn(message: str) -> None:
 
 
 def _drop_damaged(stage_dir: Path, manifest: dict) -> None:
-    """Forget (and delete) damaged shards of the stage being resumed, so they are redone."""
-    for name, problem in sorted(shards.damaged_shards(stage_dir, manifest).items()):
+    """Forget (and delete) damaged shards of the stage being resumed, so they are redone; their
+    checksums are verified, as the next stage (or the user) reads them next."""
+    for name, problem in sorted(shards.damaged_shards(stage_dir, manifest, verify=True).items()):
         _warn(f"{stage_dir / name} is damaged ({problem}); redoing it")
         del manifest["shards"][name]
         for path in (stage_dir / name, stage_dir / shards.REJECTS / name):
@@ -184,12 +185,15 @@ def process_shard(stage: Stage, index: int) -> dict:
     out = stage.process(index)
     after = _usage(ctx)
     reasons = Counter(r.reason for r in out.rejects)
+    checks = {}  # size and checksum of each file, to tell later that it is still what was written
     if out.rejects:
-        shards.write_table(stage_dir / shards.REJECTS / shards.shard_name(index),
-                           [r.model_dump() for r in out.rejects], REJECT_SCHEMA)
-    n = shards.write_table(stage_dir / shards.shard_name(index), out.rows, stage.schema)
+        rejects = shards.write_table(stage_dir / shards.REJECTS / shards.shard_name(index),
+                                     [r.model_dump() for r in out.rejects], REJECT_SCHEMA)
+        checks.update(rejects_bytes=rejects.bytes, rejects_sha256=rejects.sha256)
+    written = shards.write_table(stage_dir / shards.shard_name(index), out.rows, stage.schema)
     return {
-        "rows_in": out.rows_in, "rows_out": n, "rejected": dict(reasons),
+        "rows_in": out.rows_in, "rows_out": written.rows, "bytes": written.bytes,
+        "sha256": written.sha256, **checks, "rejected": dict(reasons),
         "counts": dict(out.counts),
         "llm": asdict(after.minus(before)),
         "seconds": round(time.monotonic() - started, 3),
@@ -242,7 +246,7 @@ def save_settings(ctx: RunContext) -> None:
     shards.write_json(ctx.run_dir / "_settings.json", {"pipeline_file": str(ctx.pipeline_path),
                                                         "overrides": ctx.overrides,
                                                         "settings": resolved})
-    (ctx.run_dir / "settings.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    shards.write_text(ctx.run_dir / "settings.yaml", yaml.safe_dump(resolved, sort_keys=False))
 
 
 def run_pipeline(ctx: RunContext, stages: Optional[list[str]] = None, restart: bool = False,
