@@ -5,6 +5,7 @@ Real Parquet files and real `fret` processes on a tiny corpus + sample pipeline 
 model); fakes only to inject a failure (an exception at a chosen point).
 """
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -178,6 +179,64 @@ def test_second_writer_stops_at_once_naming_the_holder_and_kill_9_leaves_no_lock
     after = fret_process("generate", "sample", PIPELINE, "--run-dir", run_dir, *sets, "--quiet")
     out, err = after.communicate(timeout=60)
     assert after.returncode == 0, err  # the lock died with its holder
+
+
+# --- disk full, unwritable -----------------------------------------------------------------------
+
+def stage_files(stage_dir: Path) -> dict[str, bytes]:
+    """Every file of a stage but its manifest (which holds timings), and the sizes and checksums
+    the manifest recorded."""
+    files = {str(p.relative_to(stage_dir)): p.read_bytes() for p in sorted(stage_dir.rglob("*"))
+             if p.is_file() and p.name != shards.MANIFEST}
+    entries = shards.load_manifest(stage_dir)["shards"]
+    return {**files, "checks": {n: (e["bytes"], e["sha256"]) for n, e in entries.items()}}
+
+
+def file_size_limit(limit: int):
+    """preexec_fn: a write past `limit` bytes fails with EFBIG (SIGXFSZ ignored, as a shell's
+    `ulimit -f` with the signal trapped) instead of killing the process."""
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_file_size_limit_stops_the_stage_in_one_line_and_the_rerun_finishes_identically(tmp_path):
+    assert gen("corpus", tmp_path / "ref") == 0  # uninterrupted
+    run_dir, sets = tmp_path / "run", sum((["--set", s] for s in TINY), [])
+    argv = [sys.executable, "-m", "fret.cli", "generate", "corpus", PIPELINE, "--run-dir", run_dir,
+            *sets, "--quiet"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    # 10 kB: the settings files (< 4 kB) are written, every corpus shard (> 15 kB) is not.
+    limited = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env=env,
+                             preexec_fn=file_size_limit(10_000), timeout=300)
+    assert limited.returncode == 1, limited.stderr
+    assert limited.stderr.strip().splitlines() == [
+        f"fret: error: cannot write {run_dir / 'corpus' / 'part-00000.parquet'} (file too large: a "
+        "file-size limit (ulimit -f)?); nothing half-written was kept: fix this, then run the same "
+        "command again to go on from there"]
+    assert not list(run_dir.rglob("*.tmp")) and not list(run_dir.rglob("*.parquet"))
+    assert not shards.load_manifest(run_dir / "corpus").get("shards")
+    again = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert stage_files(run_dir / "corpus") == stage_files(tmp_path / "ref" / "corpus")
+
+
+def test_unwritable_shard_path_stops_the_stage_and_the_rerun_finishes_identically(tmp_path, capsys):
+    """A folder where shard 1 must go (as root, chmod cannot make a folder unwritable): the rename
+    fails after shard 0 is done."""
+    assert gen("corpus", tmp_path / "ref") == 0
+    blocked = tmp_path / "run" / "corpus" / "part-00001.parquet"
+    blocked.mkdir(parents=True)
+    assert gen("corpus", tmp_path / "run") == 1
+    assert err_lines(capsys) == [
+        f"fret: error: cannot write {blocked} (not writable: a folder stands where the file must be); "
+        "nothing half-written was kept: fix this, then run the same command again to go on from there"]
+    assert not list(blocked.parent.rglob("*.tmp"))
+    assert list(shards.load_manifest(blocked.parent)["shards"]) == ["part-00000.parquet"]
+    blocked.rmdir()
+    assert gen("corpus", tmp_path / "run") == 0
+    assert stage_files(blocked.parent) == stage_files(tmp_path / "ref" / "corpus")
 
 
 # --- errors and exit codes ------------------------------------------------------------------------
