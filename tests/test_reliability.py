@@ -181,6 +181,39 @@ def test_second_writer_stops_at_once_naming_the_holder_and_kill_9_leaves_no_lock
     assert after.returncode == 0, err  # the lock died with its holder
 
 
+LOCK_HOLDER = """
+import sys, time
+from fret.core.lock import folder_lock
+with folder_lock(sys.argv[1], "output folder"):  # what a running `fret train` holds
+    print("holding", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_second_train_on_one_output_stops_at_once_and_a_killed_holders_lock_is_taken_over(tmp_path):
+    from test_train_cli import FAST, wiki_articles, write_unified
+    data, out = write_unified(tmp_path / "export", wiki_articles(n=16)), tmp_path / "model"
+    argv = ["train", "--data", data, "--output", out, *sum((["--set", s] for s in [*FAST, "max_steps=1"]), [])]
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(out)], stdout=subprocess.PIPE,
+                              text=True, cwd=ROOT)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        started = time.monotonic()
+        second = fret_process(*argv)
+        _, err = second.communicate(timeout=60)
+        assert second.returncode == 1 and time.monotonic() - started < 30
+        assert err.strip().splitlines() == [
+            f"fret: error: output folder {out} is in use by another fret command (pid {holder.pid}); "
+            "wait for it to finish (or stop it), then run this again"]
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    after = fret_process(*argv)  # the killed holder's lock is taken over
+    _, err = after.communicate(timeout=600)
+    assert after.returncode == 0, err
+    assert (out / "fret_training.json").is_file()
+
+
 # --- disk full, unwritable -----------------------------------------------------------------------
 
 def stage_files(stage_dir: Path) -> dict[str, bytes]:

@@ -12,15 +12,12 @@ command leaves those of the data on disk.
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import os
 import shutil
 import sys
 import time
 from collections import Counter
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -270,29 +267,3 @@ def run_pipeline(ctx: RunContext, stages: Optional[list[str]] = None, restart: b
         ctx.close()
     return results
 
-
-LOCK = ".lock"
-
-
-@contextmanager
-def run_lock(run_dir: Path):
-    """Hold RUN/.lock for one command: a second writer stops at once, naming the holder's pid.
-
-    flock is released by the OS when the holder exits, however it exits (kill -9 included), so a
-    lock is never stale; the pid written in the file is only there to be named.
-    """
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            raise RunError(f"run folder {run_dir} is in use by another fret command (pid {holder}); "
-                           f"wait for it to finish (or stop it), then run this again") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock
