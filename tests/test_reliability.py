@@ -328,6 +328,62 @@ def test_os_errors_name_the_path(tmp_path, capsys, monkeypatch):
     assert err_lines(capsys) == [f"fret: error: [Errno 2] No such file: '{target}'"]
 
 
+# --- bad model paths, bad report paths, unreachable servers: one line each -----------------------
+
+NO_MODEL = "/no/such/model"
+FIX = "give a model folder, a Hugging Face model name, or 'default'"
+IN_RUN = ["--quiet", *sum((["--set", s] for s in TINY), [])]
+BAD_PATHS = {  # case: (argv, exit code, what each line of stderr says)
+    "eval --model missing": (["eval", "--model", NO_MODEL, "--sts", "{run}/sts.tsv"], 2,
+                             [f"fret: error: --model {NO_MODEL}: no such file or folder; {FIX}"]),
+    "eval --model not a model": (["eval", "--model", "{run}/notes", "--sts", "{run}/sts.tsv"], 2,
+                                 ["fret: error: --model {run}/notes: this folder holds no model "
+                                  f"(no config.json or modules.json); {FIX}"]),
+    "train --model missing": (["train", "--data", "{data}", "--model", NO_MODEL, "--output", "{run}/m"], 2,
+                              [f"fret: error: --model {NO_MODEL}: no such file or folder; {FIX}"]),
+    "train --model not a model": (["train", "--data", "{data}", "--model", "{run}/notes", "--output",
+                                   "{run}/m"], 2,
+                                  ["fret: error: --model {run}/notes: this folder holds no model "
+                                   f"(no config.json or modules.json); {FIX}"]),
+    "embed.model missing": (["generate", "embed", PIPELINE, "--run-dir", "{run}", *IN_RUN,
+                             "--set", f"embed.model={NO_MODEL}"], 2,
+                            [f"fret: error: model {NO_MODEL}: no such file or folder; {FIX}"]),
+    "llm.model missing (transformers)": (["generate", "queries", PIPELINE, "--run-dir", "{run}", *IN_RUN,
+                                          "--set", f"llm.model={NO_MODEL}"], 2,
+                                         [f"fret: error: llm.model {NO_MODEL}: no such file or folder; {FIX}"]),
+    "llm.base_url unreachable, api_key_env unset": (
+        ["generate", "queries", PIPELINE, "--run-dir", "{run}", *IN_RUN, "--set", "llm.backend=openai",
+         "--set", "llm.base_url=http://127.0.0.1:9/v1", "--set", "llm.api_key_env=FRET_UNSET_KEY",
+         "--set", "llm.max_retries=1"], 1,
+        ["fret: warning: llm.api_key_env names $FRET_UNSET_KEY, which is not set: sending no key to "
+         "http://127.0.0.1:9/v1",
+         "fret: error: the server at http://127.0.0.1:9/v1 failed 2 attempts (connection error); when it "
+         "answers again, run the same command: answered requests are not sent again"]),
+    "report --html in a missing folder": (["report", "{run}", "--html", "/no/such/report.html"], 2,
+                                          ["fret: error: --html /no/such/report.html: folder /no/such does "
+                                           "not exist; create it or give another path"]),
+    "report --html a folder": (["report", "{run}", "--html", "{run}"], 2,
+                               ["fret: error: --html {run} is a folder; give a file path, e.g. "
+                                "{run}/report.html"]),
+}
+
+
+@pytest.mark.parametrize("case", BAD_PATHS)
+def test_bad_paths_and_servers_are_one_clear_line(run_dir, case):
+    from test_train_cli import wiki_articles, write_unified
+    (run_dir / "notes").mkdir()
+    (run_dir / "notes" / "README.txt").write_text("not a model\n")
+    data = write_unified(run_dir / "export", wiki_articles(n=16)) if "{data}" in BAD_PATHS[case][0] else ""
+    argv, code, lines = BAD_PATHS[case]
+    fill = lambda a: str(a).replace("{run}", str(run_dir)).replace("{data}", str(data))  # noqa: E731
+    process = fret_process(*map(fill, argv))
+    out, err = process.communicate(timeout=300)
+    assert "Traceback" not in err
+    assert err.strip().splitlines() == [fill(line) for line in lines]
+    assert process.returncode == code
+    assert not (run_dir / "m").exists()  # fret train named the model before making its output
+
+
 # --- empty stages, refused settings ---------------------------------------------------------------
 
 @pytest.mark.parametrize("content, cause", [

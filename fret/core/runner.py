@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -29,7 +28,7 @@ from ..parts.llm.base import Usage
 from ..stages import PIPELINES, stage_class
 from . import shards
 from .config import load_pipeline
-from .errors import RunError
+from .errors import warn
 from .records import REJECT_SCHEMA
 from .stage import RunContext, Stage, StageError
 
@@ -104,15 +103,11 @@ def _sum_into(total: dict, part: dict) -> None:
             total[k] = total.get(k, 0) + v
 
 
-def _warn(message: str) -> None:
-    print(f"fret: warning: {message}", file=sys.stderr, flush=True)
-
-
 def _drop_damaged(stage_dir: Path, manifest: dict) -> None:
     """Forget (and delete) damaged shards of the stage being resumed, so they are redone; their
     checksums are verified, as the next stage (or the user) reads them next."""
     for name, problem in sorted(shards.damaged_shards(stage_dir, manifest, verify=True).items()):
-        _warn(f"{stage_dir / name} is damaged ({problem}); redoing it")
+        warn(f"{stage_dir / name} is damaged ({problem}); redoing it")
         del manifest["shards"][name]
         for path in (stage_dir / name, stage_dir / shards.REJECTS / name):
             path.unlink(missing_ok=True)
@@ -134,7 +129,7 @@ def _warn_if_empty(ctx: RunContext, stage: Stage, totals: dict) -> None:
     else:
         cause = (f"it read {totals.get('rows_in', 0)} rows: is the source empty or binary, or filtered "
                  f"out by the stage's settings?")
-    _warn(f"stage {stage.name!r} ended with 0 rows in {ctx.stage_dir(stage.name)}: {cause}")
+    warn(f"stage {stage.name!r} ended with 0 rows in {ctx.stage_dir(stage.name)}: {cause}")
 
 
 @dataclass

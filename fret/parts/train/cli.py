@@ -43,6 +43,8 @@ def main(argv: list[str]) -> int:
         if not src.path.is_dir():
             print(f"fret train: --data {src.path}: no such folder", file=sys.stderr)
             return 2
+    from fret.parts.bundled import resolve_embedder
+    resolve_embedder(args.model, "--model")  # a bad model path is named before OUTPUT is made
     # One writer per output folder, held by rank 0 alone (every rank of a torchrun job writes there
     # together); taken before the model loads, so a second `fret train` stops at once.
     lock = folder_lock(args.output, "output folder") if os.environ.get("RANK", "0") == "0" else nullcontext()
