@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _run(args) -> int:
     from .core.config import ConfigError
     from .core.executors import make_executor
-    from .core.runner import open_run, run_lock, run_pipeline
+    from .core.lock import folder_lock
+    from .core.runner import open_run, run_pipeline
     ctx = open_run(args.pipeline, args.run_dir, args.overrides)
     stages = [args.stage] if args.command == "generate" else None
     if stages:
@@ -72,7 +73,7 @@ def _run(args) -> int:
     kind = args.executor or ctx.config.executor.kind
     if args.ray_address and kind != "ray":
         raise ConfigError("--ray-address needs --executor ray (or executor.kind: ray)")
-    with run_lock(ctx.run_dir):  # one writer per run folder, for the whole command
+    with folder_lock(ctx.run_dir):  # one writer per run folder, for the whole command
         run_one, close = make_executor(ctx.config.executor, kind, args.ray_address)
         try:
             results = run_pipeline(ctx, stages, restart=args.restart, progress=not args.quiet,
@@ -88,11 +89,12 @@ def _run(args) -> int:
 
 
 def _check_shards(run_dir: Path) -> None:
-    """A damaged shard is named with its fix before the report tries to read it."""
+    """A damaged shard is named with its fix before the report reads it; checksums are verified
+    (a full read): a report is where a user asks whether the data is sound."""
     from .core import shards
     from .report import stage_dirs
     for stage_dir in stage_dirs(run_dir):
-        bad = shards.damaged_shards(stage_dir, shards.load_manifest(stage_dir))
+        bad = shards.damaged_shards(stage_dir, shards.load_manifest(stage_dir), verify=True)
         for name, problem in sorted(bad.items()):
             raise shards.ShardError(f"{stage_dir / name} is damaged ({problem}); "
                                     f"{shards.redo_hint(stage_dir / name)}")

@@ -95,6 +95,11 @@ def report(run_dir: Path, html: Optional[Path] = None, examples: int = 2) -> int
     dirs = stage_dirs(run_dir) if run_dir.is_dir() else []
     if not dirs:
         raise FretError(f"{run_dir}: no stage output found (is this a run folder?)")
+    if html is not None and Path(html).is_dir():
+        raise FretError(f"--html {html} is a folder; give a file path, e.g. {Path(html) / 'report.html'}")
+    if html is not None and not Path(html).parent.is_dir():  # said before the report is printed
+        raise FretError(f"--html {html}: folder {Path(html).parent} does not exist; create it or "
+                        f"give another path")
     print(f"run {run_dir}")
     for d in dirs:
         print(format_stage(d, examples, run_dir))

@@ -57,6 +57,7 @@ class FaultProxy:
         self.outage_after: int | None = None  # once this many requests got through, every one fails (503)
         self.answered: Counter = Counter()  # request body hash -> times the server's answer got through
         self.bodies: dict[str, bytes] = {}
+        self.keys: Counter = Counter()  # Authorization header -> requests that carried it
         self.server = QuietServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
@@ -119,6 +120,8 @@ class FaultProxy:
             def _relay(self, kind: str | None) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                with proxy.lock:
+                    proxy.keys[self.headers.get("Authorization")] += 1
                 if kind in ("429", "429-bare", "500", "503"):
                     self._error(int(kind[:3]), retry_after=kind == "429")
                     return

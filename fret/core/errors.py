@@ -4,6 +4,7 @@
 file, settings that do not match the data), 1 for failures at run time (a corrupt shard, a run
 folder another command is writing).
 """
+import sys
 
 
 class FretError(Exception):
@@ -17,3 +18,8 @@ class ConfigError(FretError, ValueError):
 class RunError(FretError):
     """A failure at run time that the user can fix; the message says how."""
     exit_code = 1
+
+
+def warn(message: str) -> None:
+    """A warning for the user: one line on stderr, as errors are."""
+    print(f"fret: warning: {message}", file=sys.stderr, flush=True)

@@ -21,14 +21,13 @@ Shards finished before either failure stay recorded.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections import Counter, deque
 from typing import Callable, Optional
 
 from tqdm import tqdm
 
-from .errors import RunError
+from .errors import RunError, warn
 from .executor_settings import ExecutorSettings, StageResources
 from .runner import StagePlan, finish_stage, plan_stage, run_stage
 from .stage import RunContext
@@ -79,10 +78,6 @@ def stage_resources(ctx: RunContext, plan: StagePlan) -> tuple[StageResources, f
         llm = ctx.config.llm
         gpus = llm.tensor_parallel_size if plan.stage.uses_llm and llm.backend == "vllm" else 0
     return res, float(gpus)
-
-
-def _warn(message: str) -> None:
-    print(f"fret: warning: {message}", file=sys.stderr, flush=True)
 
 
 def _app_error(exc) -> BaseException:
@@ -219,7 +214,7 @@ class RayExecutor:
         """Put a shard whose worker was lost back at the head of the queue, if it has attempts left."""
         if attempts[index] >= limit:
             return False
-        _warn(f"stage {plan.stage.name!r}: the worker making shard {index} was lost ({why}); "
+        warn(f"stage {plan.stage.name!r}: the worker making shard {index} was lost ({why}); "
               f"sending the shard again (attempt {attempts[index] + 1} of {limit})")
         pending.appendleft(index)
         return True

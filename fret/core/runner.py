@@ -12,15 +12,11 @@ command leaves those of the data on disk.
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import os
 import shutil
-import sys
 import time
 from collections import Counter
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -32,7 +28,7 @@ from ..parts.llm.base import Usage
 from ..stages import PIPELINES, stage_class
 from . import shards
 from .config import load_pipeline
-from .errors import RunError
+from .errors import warn
 from .records import REJECT_SCHEMA
 from .stage import RunContext, Stage, StageError
 
@@ -66,7 +62,7 @@ def _finished_upstream(ctx: RunContext, stage: Stage, name: str) -> str:
     if not manifest.get("complete"):
         raise StageError(f"stage {stage.name!r} needs stage {name!r}, which has not finished in "
                          f"{ctx.run_dir}: run `fret generate {name} ...` first (or `fret run`)")
-    bad = shards.damaged_shards(stage_dir, manifest)
+    bad = shards.damaged_shards(stage_dir, manifest)  # no checksums: see fret/core/shards.py
     if bad:
         shard, problem = next(iter(sorted(bad.items())))
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
@@ -107,14 +103,11 @@ def _sum_into(total: dict, part: dict) -> None:
             total[k] = total.get(k, 0) + v
 
 
-def _warn(message: str) -> None:
-    print(f"fret: warning: {message}", file=sys.stderr, flush=True)
-
-
 def _drop_damaged(stage_dir: Path, manifest: dict) -> None:
-    """Forget (and delete) damaged shards of the stage being resumed, so they are redone."""
-    for name, problem in sorted(shards.damaged_shards(stage_dir, manifest).items()):
-        _warn(f"{stage_dir / name} is damaged ({problem}); redoing it")
+    """Forget (and delete) damaged shards of the stage being resumed, so they are redone; their
+    checksums are verified, as the next stage (or the user) reads them next."""
+    for name, problem in sorted(shards.damaged_shards(stage_dir, manifest, verify=True).items()):
+        warn(f"{stage_dir / name} is damaged ({problem}); redoing it")
         del manifest["shards"][name]
         for path in (stage_dir / name, stage_dir / shards.REJECTS / name):
             path.unlink(missing_ok=True)
@@ -136,7 +129,7 @@ def _warn_if_empty(ctx: RunContext, stage: Stage, totals: dict) -> None:
     else:
         cause = (f"it read {totals.get('rows_in', 0)} rows: is the source empty or binary, or filtered "
                  f"out by the stage's settings?")
-    _warn(f"stage {stage.name!r} ended with 0 rows in {ctx.stage_dir(stage.name)}: {cause}")
+    warn(f"stage {stage.name!r} ended with 0 rows in {ctx.stage_dir(stage.name)}: {cause}")
 
 
 @dataclass
@@ -184,12 +177,15 @@ def process_shard(stage: Stage, index: int) -> dict:
     out = stage.process(index)
     after = _usage(ctx)
     reasons = Counter(r.reason for r in out.rejects)
+    checks = {}  # size and checksum of each file, to tell later that it is still what was written
     if out.rejects:
-        shards.write_table(stage_dir / shards.REJECTS / shards.shard_name(index),
-                           [r.model_dump() for r in out.rejects], REJECT_SCHEMA)
-    n = shards.write_table(stage_dir / shards.shard_name(index), out.rows, stage.schema)
+        rejects = shards.write_table(stage_dir / shards.REJECTS / shards.shard_name(index),
+                                     [r.model_dump() for r in out.rejects], REJECT_SCHEMA)
+        checks.update(rejects_bytes=rejects.bytes, rejects_sha256=rejects.sha256)
+    written = shards.write_table(stage_dir / shards.shard_name(index), out.rows, stage.schema)
     return {
-        "rows_in": out.rows_in, "rows_out": n, "rejected": dict(reasons),
+        "rows_in": out.rows_in, "rows_out": written.rows, "bytes": written.bytes,
+        "sha256": written.sha256, **checks, "rejected": dict(reasons),
         "counts": dict(out.counts),
         "llm": asdict(after.minus(before)),
         "seconds": round(time.monotonic() - started, 3),
@@ -242,7 +238,7 @@ def save_settings(ctx: RunContext) -> None:
     shards.write_json(ctx.run_dir / "_settings.json", {"pipeline_file": str(ctx.pipeline_path),
                                                         "overrides": ctx.overrides,
                                                         "settings": resolved})
-    (ctx.run_dir / "settings.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    shards.write_text(ctx.run_dir / "settings.yaml", yaml.safe_dump(resolved, sort_keys=False))
 
 
 def run_pipeline(ctx: RunContext, stages: Optional[list[str]] = None, restart: bool = False,
@@ -266,29 +262,3 @@ def run_pipeline(ctx: RunContext, stages: Optional[list[str]] = None, restart: b
         ctx.close()
     return results
 
-
-LOCK = ".lock"
-
-
-@contextmanager
-def run_lock(run_dir: Path):
-    """Hold RUN/.lock for one command: a second writer stops at once, naming the holder's pid.
-
-    flock is released by the OS when the holder exits, however it exits (kill -9 included), so a
-    lock is never stale; the pid written in the file is only there to be named.
-    """
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            raise RunError(f"run folder {run_dir} is in use by another fret command (pid {holder}); "
-                           f"wait for it to finish (or stop it), then run this again") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock

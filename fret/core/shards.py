@@ -5,19 +5,26 @@ and RUN/STAGE/_manifest.json. A shard is written under a temporary name and rena
 the manifest entry that marks it done is written after the rename, so a shard on disk without
 its entry is simply redone.
 
-A shard listed as done is checked before it is trusted (`shard_problem`): its Parquet footer must
-read and hold the row count the manifest recorded. That costs one small read per shard, whatever
-its size, and needs nothing the manifest does not already hold, so runs made before the check are
-checked too. It catches a truncated, emptied, deleted or replaced shard; bytes flipped inside a
-data page pass it and are named by `read_rows` when the shard is read.
+A shard listed as done is checked before it is trusted (`shard_problem`). Its size must be the
+one the manifest recorded and its Parquet footer must read and hold the recorded row count: a stat
+and one small read per shard, whatever its size. Where asked (`verify=True`), its sha256 must also
+be the recorded one, which catches bytes altered inside a data page (pyarrow writes no page
+checksums, so such a shard may even read back without error, with other values). The checksum is a
+full read (about 1 GB/s), so it is verified where a user would pay for it: for the shards of the
+stage being planned (`fret run` / `fret generate`, where the next stage reads them) and in
+`fret report`; an upstream stage's shards get the cheap checks only, since `fret run` has just
+verified them when it planned that stage. Manifests written before sizes and checksums were
+recorded get the footer and row-count checks alone.
 """
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import secrets
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -42,27 +49,71 @@ def shard_index(path: Path) -> int:
     return int(path.stem.split("-")[1])
 
 
-def _atomic_write_bytes(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+class Written(NamedTuple):
+    """What a shard write left on disk, recorded in the manifest to check the shard later."""
+    rows: int
+    bytes: int
+    sha256: str
+
+
+WRITE_FAILURES = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded",
+                  errno.EFBIG: "file too large: a file-size limit (ulimit -f)?",
+                  errno.EACCES: "not writable", errno.EPERM: "not writable",
+                  errno.EROFS: "not writable: read-only file system",
+                  errno.ENOTDIR: "not writable: a file stands where a folder must be",
+                  errno.EEXIST: "not writable: a file stands where a folder must be",
+                  errno.EISDIR: "not writable: a folder stands where the file must be"}
+
+
+class WriteError(RunError):
+    """A file could not be written (disk full, a size limit, no permission); nothing half-written
+    is left under its name."""
+
+    def __init__(self, path: Path, exc: OSError):
+        why = WRITE_FAILURES.get(exc.errno, exc.strerror or _first_line(exc))
+        super().__init__(f"cannot write {path} ({why}); nothing half-written was kept: fix this, "
+                         f"then run the same command again to go on from there")
+
+
+def file_digest(path: Path) -> tuple[int, str]:
+    """(size in bytes, sha256 hex) of a file, read in 1 MiB blocks."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+            size += len(block)
+    return size, digest.hexdigest()
+
+
+def _atomic_write_bytes(path: Path, write) -> tuple[int, str]:
+    """Write through `write(tmp)`, fsync, rename into place; returns `file_digest` of the bytes."""
     # Unique per attempt (pid and a random part): a retried attempt of a shard on a cluster and a
     # zombie attempt of it still running elsewhere never write the same temporary file.
     tmp = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-    write(tmp)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(tmp)
+        digest = file_digest(tmp)  # hashed before the rename: the bytes the manifest vouches for
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise WriteError(path, exc) from exc
+    return digest
 
 
-def write_table(path: Path, rows: list[dict], schema: pa.Schema) -> int:
+def write_table(path: Path, rows: list[dict], schema: pa.Schema) -> Written:
     table = pa.Table.from_pylist(rows, schema=schema)
-    _atomic_write_bytes(path, lambda tmp: pq.write_table(table, tmp))
-    return table.num_rows
+    return Written(table.num_rows, *_atomic_write_bytes(path, lambda tmp: pq.write_table(table, tmp)))
+
+
+def write_text(path: Path, text: str) -> None:
+    _atomic_write_bytes(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def write_json(path: Path, obj: Any) -> None:
-    def write(tmp):
-        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
-    _atomic_write_bytes(path, write)
+    write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -94,14 +145,24 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def shard_problem(path: Path, rows: int | None) -> str | None:
-    """Why a done shard cannot be trusted, or None: missing, unreadable footer, other row count.
+def shard_problem(path: Path, rows: int | None, size: int | None = None,
+                  sha256: str | None = None, verify: bool = False) -> str | None:
+    """Why a done shard cannot be trusted, or None: missing, another size, altered bytes (with
+    `verify`), unreadable footer, other row count. None of size/sha256/rows: that check is skipped
+    (manifests of older code).
 
-    shard_problem(Path('corpus/part-00000.parquet'), 120) -> 'Parquet footer unreadable (...)'
-    for a truncated file. Reads the footer only (a few kB), not the data.
+    shard_problem(Path('corpus/part-00000.parquet'), 120, 5210) -> 'is 2605 bytes, the manifest
+    recorded 5210 (truncated or replaced)' for a file cut in half.
     """
     if not path.is_file():
         return "missing"
+    found_size = path.stat().st_size
+    if size is not None and found_size != size:
+        return f"is {found_size} bytes, the manifest recorded {size} (truncated or replaced)"
+    if verify and sha256 is not None:
+        if file_digest(path)[1] != sha256:
+            return "its sha256 differs from the manifest's: altered since it was written"
+        return None  # the very bytes that were written: footer and rows as recorded
     try:
         found = pq.ParquetFile(path).metadata.num_rows
     except (pa.ArrowException, OSError) as exc:
@@ -111,15 +172,17 @@ def shard_problem(path: Path, rows: int | None) -> str | None:
     return None
 
 
-def damaged_shards(stage_dir: Path, manifest: dict) -> dict[str, str]:
+def damaged_shards(stage_dir: Path, manifest: dict, verify: bool = False) -> dict[str, str]:
     """{shard name: problem} for the done shards of a stage (and their reject shards) that fail
-    `shard_problem`."""
+    `shard_problem`; `verify` also compares checksums (a full read of each)."""
     bad = {}
     for name, entry in manifest.get("shards", {}).items():
-        problem = shard_problem(stage_dir / name, entry.get("rows_out"))
+        problem = shard_problem(stage_dir / name, entry.get("rows_out"), entry.get("bytes"),
+                                entry.get("sha256"), verify)
         n_rejects = sum((entry.get("rejected") or {}).values())
         if problem is None and n_rejects:
-            problem = shard_problem(stage_dir / REJECTS / name, n_rejects)
+            problem = shard_problem(stage_dir / REJECTS / name, n_rejects, entry.get("rejects_bytes"),
+                                    entry.get("rejects_sha256"), verify)
             if problem:
                 problem = f"its rejects {REJECTS}/{name}: {problem}"
         if problem:

@@ -15,6 +15,10 @@ class MissingBundle(FretError, RuntimeError):
     pass
 
 
+class ModelPathError(FretError):
+    """A model named by a path that holds no model; exit 2, as any other bad input."""
+
+
 def package_dir(module: str, pip_name: str) -> Path:
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
@@ -47,6 +51,29 @@ def wiki_summaries(language: str) -> Path:
     return matches[0]
 
 
-def resolve_embedder(name: str) -> str:
-    """'default' -> the bundled MiniLM path; anything else unchanged."""
-    return str(minilm_dir()) if name in ("default", "", None) else name
+def looks_local(name: str) -> bool:
+    """A name meant as a path, not a Hugging Face 'org/model' id: looks_local('/no/such') -> True,
+    looks_local('./m') -> True, looks_local('runs/a/model') -> True, looks_local('BAAI/bge-m3') -> False."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or name.endswith(".gguf")
+
+
+def check_model_path(name: str, setting: str = "model", needs: tuple[str, ...] = ("config.json",)) -> None:
+    """Stop with one line on a model path that holds no model (a missing path, a folder without
+    `needs`), before a loader takes it for a hub id ('Repo id must be in the form ...')."""
+    path = Path(name).expanduser()
+    fix = "give a model folder, a Hugging Face model name, or 'default'"
+    if path.is_dir():
+        if not any((path / file).is_file() for file in needs):
+            raise ModelPathError(f"{setting} {name}: this folder holds no model (no {' or '.join(needs)}); {fix}")
+    elif path.is_file() and not name.endswith(".gguf"):
+        raise ModelPathError(f"{setting} {name}: a file, not a model folder; {fix}")
+    elif not path.exists() and looks_local(name):
+        raise ModelPathError(f"{setting} {name}: no such file or folder; {fix}")
+
+
+def resolve_embedder(name: str, setting: str = "model") -> str:
+    """'default' -> the bundled MiniLM path; anything else unchanged, once `check_model_path` passes."""
+    if name in ("default", "", None):
+        return str(minilm_dir())
+    check_model_path(name, setting, needs=("config.json", "modules.json"))
+    return name

@@ -83,7 +83,7 @@ def choose_formatting(model: str, task: Optional[str] = None, no_format: bool = 
     if task:
         found = gecko(task)
         return found, f"{found.describe()} (--task)"
-    found, origin = recorded(Path(resolve_embedder(model)))
+    found, origin = recorded(Path(resolve_embedder(model, "--model")))
     return found, f"{found.describe()} ({origin})" if found else f"none ({origin})"
 
 

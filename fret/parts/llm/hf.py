@@ -56,7 +56,9 @@ def resolve_source(settings: LLMSettings) -> tuple[str, str | None]:
         from fret.parts.bundled import smollm2_gguf
         path = smollm2_gguf()
         return str(path.parent), path.name
-    if settings.model.endswith(".gguf") and Path(settings.model).is_file():
+    from fret.parts.bundled import check_model_path
+    check_model_path(settings.model, "llm.model", needs=(settings.gguf_file or "config.json",))
+    if settings.model.endswith(".gguf"):
         path = Path(settings.model)
         return str(path.parent), path.name
     return settings.model, settings.gguf_file

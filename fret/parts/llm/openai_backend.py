@@ -25,9 +25,12 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from ...core.errors import warn
 from .base import (LLM, Generation, GenerateRequest, LabelRequest, LLMError, LLMSettings, Loglik,
                    LoglikRequest, PartialBatch, ServerError)
 from .grammar import server_constraint
+
+_WARNED_UNSET: set[str] = set()  # api_key_env variables already warned about
 
 # A text whose next tokens a language model predicts well: the alignment probe reads it back.
 PROBE_TEXT = ("Monday, Tuesday, Wednesday, Thursday, Friday, Saturday, Sunday. "
@@ -219,6 +222,10 @@ class OpenAILLM(LLM):
             if settings.base_url is None:
                 raise LLMError(f"the openai backend needs an API key in ${settings.api_key_env} "
                                "(or llm.base_url pointing at a local server)")
+            if "api_key_env" in settings.model_fields_set and settings.api_key_env not in _WARNED_UNSET:
+                _WARNED_UNSET.add(settings.api_key_env)  # once per process, not once per stage
+                warn(f"llm.api_key_env names ${settings.api_key_env}, which is not set: sending no "
+                     f"key to {settings.base_url}")
             key = "EMPTY"  # local servers take any key
         # retries are ours (tenacity), so the client makes one attempt per call
         self.client = OpenAI(base_url=settings.base_url, api_key=key, timeout=settings.timeout_s,

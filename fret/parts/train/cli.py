@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
+from fret.core.lock import folder_lock
 from fret.parts.train.settings import SettingsError, TrainSettings, apply_overrides
 
 
@@ -34,22 +37,28 @@ def main(argv: list[str]) -> int:
         print(f"fret train: {err}", file=sys.stderr)
         return 2
     from fret.parts.train.data import parse_data_arg
-    from fret.parts.train.loop import train
 
     sources = [parse_data_arg(d) for d in args.data]
     for src in sources:
         if not src.path.is_dir():
             print(f"fret train: --data {src.path}: no such folder", file=sys.stderr)
             return 2
+    from fret.parts.bundled import resolve_embedder
+    resolve_embedder(args.model, "--model")  # a bad model path is named before OUTPUT is made
+    # One writer per output folder, held by rank 0 alone (every rank of a torchrun job writes there
+    # together); taken before the model loads, so a second `fret train` stops at once.
+    lock = folder_lock(args.output, "output folder") if os.environ.get("RANK", "0") == "0" else nullcontext()
     try:
-        out = train(sources, args.model, args.output, settings, restart=args.restart)
+        with lock:
+            from fret.parts.train.loop import train  # torch: after the lock, so a refusal is quick
+            out = train(sources, args.model, args.output, settings, restart=args.restart)
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"fret train: {err}", file=sys.stderr)
         return 1
     finally:
-        import torch.distributed as torch_dist
-
-        if torch_dist.is_available() and torch_dist.is_initialized():  # started by train() under torchrun
+        # started by train() under torchrun; not even imported when the lock was refused
+        torch_dist = sys.modules.get("torch.distributed")
+        if torch_dist is not None and torch_dist.is_available() and torch_dist.is_initialized():
             torch_dist.destroy_process_group()
     print(f"fret train: saved {out}")
     return 0

@@ -129,7 +129,7 @@ def train(sources: list[DataSource], model: str, output: Path, settings: TrainSe
     rank, size = dist.world()
     torch.manual_seed(settings.seed)
     data = load_data(sources, settings.negatives_used, settings.seed)
-    base = resolve_embedder(model)
+    base = resolve_embedder(model, "--model")
     formatting = resolve_formatting(settings, base, data.pairs)
     log(f"fret train: formatting {formatting.describe()}")
     examples = format_examples(data.pairs, formatting)
