@@ -68,7 +68,8 @@ def flip_byte(path: Path) -> None:
 
 
 DAMAGE = {"truncated": truncate, "deleted": Path.unlink, "one row short": fewer_rows}
-# What only the checksum sees; verified for the stage being resumed and in `fret report`.
+# What only the checksum sees; verified once per command for every stage it plans or reads, and
+# in `fret report`.
 ALTERED = {**DAMAGE, "byte flipped": flip_byte}
 
 
@@ -94,11 +95,11 @@ def test_damaged_shard_of_the_resumed_stage_is_redone(run_dir, capsys, damage):
     assert shards.load_manifest(run_dir / "corpus")["complete"]
 
 
-@pytest.mark.parametrize("damage", DAMAGE)
+@pytest.mark.parametrize("damage", ALTERED)
 def test_damaged_upstream_stops_before_restart_deletes_anything(run_dir, capsys, damage):
     sample_before = stage_rows(run_dir, "sample")
     shard = run_dir / "corpus" / "part-00002.parquet"
-    DAMAGE[damage](shard)
+    ALTERED[damage](shard)
     assert gen("sample", run_dir, "--restart") == 1
     err = err_lines(capsys)
     assert len(err) == 1 and str(shard) in err[0] and f"fret generate corpus {PIPELINE}" in err[0]

@@ -62,7 +62,9 @@ def _finished_upstream(ctx: RunContext, stage: Stage, name: str) -> str:
     if not manifest.get("complete"):
         raise StageError(f"stage {stage.name!r} needs stage {name!r}, which has not finished in "
                          f"{ctx.run_dir}: run `fret generate {name} ...` first (or `fret run`)")
-    bad = shards.damaged_shards(stage_dir, manifest)  # no checksums: see fret/core/shards.py
+    # checksums once per command: `fret run` verified this stage when it planned it
+    bad = shards.damaged_shards(stage_dir, manifest, verify=name not in ctx.verified)
+    ctx.verified.add(name)
     if bad:
         shard, problem = next(iter(sorted(bad.items())))
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
@@ -103,9 +105,10 @@ def _sum_into(total: dict, part: dict) -> None:
             total[k] = total.get(k, 0) + v
 
 
-def _drop_damaged(stage_dir: Path, manifest: dict) -> None:
+def _drop_damaged(ctx: RunContext, stage_dir: Path, manifest: dict) -> None:
     """Forget (and delete) damaged shards of the stage being resumed, so they are redone; their
     checksums are verified, as the next stage (or the user) reads them next."""
+    ctx.verified.add(stage_dir.name)
     for name, problem in sorted(shards.damaged_shards(stage_dir, manifest, verify=True).items()):
         warn(f"{stage_dir / name} is damaged ({problem}); redoing it")
         del manifest["shards"][name]
@@ -160,7 +163,7 @@ def plan_stage(ctx: RunContext, name: str, restart: bool = False,
     manifest = shards.load_manifest(stage_dir)
     if manifest.get("settings_hash") != digest:
         manifest = {"stage": name, "settings_hash": digest, "shards": {}}
-    _drop_damaged(stage_dir, manifest)
+    _drop_damaged(ctx, stage_dir, manifest)
     manifest.update(settings=stage.settings.model_dump(mode="json"), upstream=upstream,
                     complete=False)
     todo = [i for i in stage.shard_indices() if shards.shard_name(i) not in manifest["shards"]]

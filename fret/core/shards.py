@@ -10,10 +10,9 @@ one the manifest recorded and its Parquet footer must read and hold the recorded
 and one small read per shard, whatever its size. Where asked (`verify=True`), its sha256 must also
 be the recorded one, which catches bytes altered inside a data page (pyarrow writes no page
 checksums, so such a shard may even read back without error, with other values). The checksum is a
-full read (about 1 GB/s), so it is verified where a user would pay for it: for the shards of the
-stage being planned (`fret run` / `fret generate`, where the next stage reads them) and in
-`fret report`; an upstream stage's shards get the cheap checks only, since `fret run` has just
-verified them when it planned that stage. Manifests written before sizes and checksums were
+full read (about 1 GB/s), so it is verified once per command for each stage a command plans or
+reads (`RunContext.verified`: `fret run` checks a stage when it plans it, not again when the next
+stage reads it; `fret generate X` checks X and the stages X reads) and in `fret report`. Manifests written before sizes and checksums were
 recorded get the footer and row-count checks alone.
 """
 from __future__ import annotations

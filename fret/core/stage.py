@@ -42,6 +42,7 @@ class RunContext:
         self.overrides: list[str] = []  # the --set items, saved with the resolved settings
         self.progress = True
         self.cache_writer: Optional[str] = None  # a Ray worker's name: it writes its own cache file
+        self.verified: set[str] = set()  # stages whose shard checksums this command has checked
         self._llm = None
 
     @property
