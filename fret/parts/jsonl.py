@@ -66,6 +66,9 @@ def _parsed(path: Path, f) -> Iterator[tuple[str, Union[object, BadLine]]]:
             except json.JSONDecodeError as e:
                 yield origin, BadLine("malformed_json", f"{origin}: {e.msg} (column {e.colno})", line)
                 continue
+            except RecursionError:
+                yield origin, BadLine("malformed_json", f"{origin}: nested too deeply", line[:2000])
+                continue
             if _lone_surrogate(line, value):
                 yield origin, BadLine("lone_surrogate", f"{origin}: an escaped lone UTF-16 surrogate "
                                       "(\\ud800-\\udfff) is not text", line)
