@@ -12,7 +12,10 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from fret.core.records import Document, Reject
+from fret.core.errors import FretError
 from fret.parts.corpus import CorpusError, HFSource, JsonlSource, ParquetSource, iter_documents
+from fret.stages.fret.queries import DEFAULT_TASK_TYPES, read_user_queries, user_query
+from fret.stages.shared.ask import Invalid
 from fuzzing import fuzz, json_values, mutated, mutated_tree
 
 ROWS = [
@@ -173,3 +176,42 @@ def test_hf_saved_folder(table, damage, data):
 @given(st.lists(json_values(), max_size=4))
 def test_jsonl_any_json(values):
     _check_jsonl("".join(json.dumps(v) + "\n" for v in values).encode())
+
+
+# ---- the user's own queries (`queries.from_file`): every row a Query or a reject with its reason
+
+QUERIES = (b'{"query": "who built the dam?", "task_type": "qa", "positive_id": "p-1", "id": "u1"}\n'
+           b'{"query": "cats are mammals", "task": "Given a claim, find proof", "language": "en"}\n')
+
+
+def _check_user_queries(name: str, data: bytes, lines: int | None) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_bytes(data)
+        try:
+            rows = read_user_queries(path)
+        except FretError as err:
+            assert str(path) in str(err)
+            return
+    assert lines is None or len(rows) == lines
+    for row in rows:
+        if "_error" not in row:
+            try:
+                assert user_query(row, DEFAULT_TASK_TYPES)["origin"] == "user"
+            except Invalid as err:
+                assert err.reason in ("missing_query", "bad_field")
+
+
+@fuzz(150)
+@given(mutated(QUERIES) | st.lists(mutated_tree(json.loads(QUERIES.splitlines()[0])), max_size=3).map(
+    lambda rows: "".join(json.dumps(r) + "\n" for r in rows).encode()))
+@example(b'{"query": "q", "task_type": ["qa"]}\n')
+@example(b'{"query": "q", "positive_id": 7}\n')
+def test_user_queries_jsonl(data):
+    _check_user_queries("q.jsonl", data, _lines_in(data))
+
+
+@fuzz(50)
+@given(tables().map(lambda t: t.rename_columns(["query" if c == "text" else c for c in t.column_names])))
+def test_user_queries_parquet(table):
+    _check_user_queries("q.parquet", _parquet_bytes(table), table.num_rows)
