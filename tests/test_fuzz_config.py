@@ -40,7 +40,7 @@ def _load(data: bytes, suffix: str = ".yaml", overrides=()) -> None:
             assert str(err).strip()
 
 
-@fuzz(200)
+@fuzz(120)
 @given(st.sampled_from(sorted(SEEDS)).flatmap(lambda name: mutated(SEEDS[name])))
 @example(b"pipeline: fret\nseed: \xff\n")  # not UTF-8
 @example(b"a: " + b"[" * 3000)  # nested past Python's recursion limit
@@ -55,7 +55,7 @@ def test_toml_bytes(data):
     _load(data, ".toml")
 
 
-@fuzz(80)
+@fuzz(50)
 @given(st.sampled_from(PIPELINES).flatmap(lambda p: mutated_tree(yaml.safe_load(p.read_text()))))
 @example({"pipeline": ["fret"]})  # a list where a name belongs
 @example({"pipeline": "fret", "corpus": {"sources": [{"type": {}}]}})
@@ -79,7 +79,7 @@ ITEMS = (st.tuples(st.sampled_from(KEYS) | st.text(max_size=12), VALUES | st.tex
                    | json_values().map(yaml.safe_dump)).map("=".join) | st.text(max_size=12))
 
 
-@fuzz(100)
+@fuzz(60)
 @given(st.sampled_from(sorted(SEEDS)), st.lists(ITEMS, min_size=1, max_size=3))
 @example("fret.yaml", ["corpus.sources.0.type.x=1"])
 @example("fret.yaml", ["llm.model=" + "[" * 3000])

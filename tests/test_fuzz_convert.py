@@ -52,7 +52,7 @@ def mutated_rows(draw):
     return key.strip(), _with_ids(rows) if key in ("snli", "mnli") else rows
 
 
-@fuzz(300)
+@fuzz(150)
 @given(mutated_rows(), st.integers(0, 3))
 @example(("nq", [{"question_text": "q?", "document_text": 5}]), 1)
 @example(("snli", _with_ids([{"premise": "P.", "hypothesis": "E.", "label": 0},
@@ -64,7 +64,7 @@ def test_converters(case, max_negatives):
     _check(name, rows, **extra)
 
 
-@fuzz(150)
+@fuzz(100)
 @given(st.sampled_from(sorted(FILES)).flatmap(
     lambda key: st.tuples(st.just(key), mutated((F / FILES[key]).read_bytes()))))
 @example(("hotpotqa ", b"[1, 2]"))

@@ -64,7 +64,7 @@ def test_jsonl_bytes(data):
     _check_jsonl(data)
 
 
-@fuzz(100)
+@fuzz(60)
 @given(st.lists(st.one_of(*(mutated_tree(r) for r in ROWS)), max_size=4), st.booleans())
 def test_jsonl_rows(rows, gz):
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
@@ -132,13 +132,13 @@ def _check_parquet(data: bytes) -> None:
         assert len(docs) + len(rejects) == pq.ParquetFile(path).metadata.num_rows
 
 
-@fuzz(100)
+@fuzz(60)
 @given(tables())
 def test_parquet_columns(table):
     _check_parquet(_parquet_bytes(table))
 
 
-@fuzz(200)
+@fuzz(150)
 @given(mutated(PARQUET))
 @example(EMPTY_PAGE)
 @example(b"")
@@ -151,7 +151,7 @@ def test_parquet_damaged(data):
 # ---- a `datasets` folder written by save_to_disk, with random rows and damaged files
 
 
-@fuzz(15)
+@fuzz(10)
 @given(tables(), st.sampled_from(["", "state.json", "dataset_info.json", "data-00000-of-00001.arrow"]),
        st.data())
 @example(pa.table({}), "", None)
@@ -202,7 +202,7 @@ def _check_user_queries(name: str, data: bytes, lines: int | None) -> None:
                 assert err.reason in ("missing_query", "bad_field")
 
 
-@fuzz(150)
+@fuzz(80)
 @given(mutated(QUERIES) | st.lists(mutated_tree(json.loads(QUERIES.splitlines()[0])), max_size=3).map(
     lambda rows: "".join(json.dumps(r) + "\n" for r in rows).encode()))
 @example(b'{"query": "q", "task_type": ["qa"]}\n')
@@ -211,7 +211,7 @@ def test_user_queries_jsonl(data):
     _check_user_queries("q.jsonl", data, _lines_in(data))
 
 
-@fuzz(50)
+@fuzz(30)
 @given(tables().map(lambda t: t.rename_columns(["query" if c == "text" else c for c in t.column_names])))
 def test_user_queries_parquet(table):
     _check_user_queries("q.parquet", _parquet_bytes(table), table.num_rows)

@@ -85,7 +85,7 @@ def _check_squad(data: bytes) -> None:
             _all_text(*pair[0], *pair[1])
 
 
-@fuzz(150)
+@fuzz(100)
 @given(mutated_tree(SQUAD, max_ops=2))
 @example({"data": [{"paragraphs": [{"context": "c", "qas": [{"id": "1"}]}]}]})
 @example({"data": [{"title": 5, "paragraphs": [{"context": 7, "qas": [{"question": ["q"]}]}]}]})

@@ -28,7 +28,7 @@ def _reason(call) -> object:
         return None
 
 
-@fuzz(300)
+@fuzz(200)
 @given(_texts("Given a question, find a passage that answers it\nQuery: who built the dam?",
               "Question: when did the war end?", " Task: Given a claim\nClaim: cats are mammals"))
 def test_fret_query_answer(text):
@@ -38,7 +38,7 @@ def test_fret_query_answer(text):
         assert isinstance(task, str) and query.strip() and isinstance(defaulted, bool)
 
 
-@fuzz(300)
+@fuzz(200)
 @given(_texts('["Retrieve documents that answer a medical question", "Find recipes"]',
               "1. Retrieve legal cases\n2. Find news articles", "```json\n[\"a b c\"]\n```"),
        st.booleans())
@@ -58,7 +58,7 @@ EXAMPLES = {
 }
 
 
-@fuzz(300)
+@fuzz(150)
 @given(st.sampled_from(sorted(GROUPS)).flatmap(lambda g: st.tuples(st.just(g), st.one_of(
     _texts(json.dumps(EXAMPLES.get(g, EXAMPLES["short_long"]), ensure_ascii=False)),
     mutated_tree(EXAMPLES.get(g, EXAMPLES["short_long"])).map(lambda t: "Sure! " + json.dumps(t))))))
@@ -71,7 +71,7 @@ def test_e5_example_answer(case):
         assert all(isinstance(v, str) and v.strip() for v in got.values())
 
 
-@fuzz(300)
+@fuzz(200)
 @given(_texts('Question: "What is the capital of France?"', "Why is the sky blue？", "What? Why?"))
 def test_multilongdoc_question(text):
     got = _reason(lambda: parse_question(text, 40))
