@@ -54,7 +54,8 @@ def _jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
         wrong = [k for k, types in _BEIR_TYPES.items()
                  if k in row and (not isinstance(row[k], types) or isinstance(row[k], bool))]
         if wrong:
-            raise EvalDataError(f"{origin}: field(s) {wrong} must be strings")
+            raise EvalDataError(f"{origin}: field(s) {wrong} of the wrong type (_id: a string or "
+                                "number, text: a string, title: a string or null)")
         rows.append(row)
     if not rows:
         raise EvalDataError(f"{path}: empty")
