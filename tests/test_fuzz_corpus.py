@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from fret.core.records import Document, Reject
 from fret.core.errors import FretError
-from fret.parts.corpus import CorpusError, HFSource, JsonlSource, ParquetSource, iter_documents
+from fret.parts.corpus import (CorpusError, HFSource, JsonlSource, ParquetSource, chunk_document,
+                               iter_documents, word_spans)
 from fret.stages.fret.queries import DEFAULT_TASK_TYPES, read_user_queries, user_query
 from fret.stages.shared.ask import Invalid
 from fuzzing import fuzz, json_values, mutated, mutated_tree
@@ -82,6 +83,38 @@ def test_jsonl_gz_damaged(data):
             _read(JsonlSource(type="jsonl", path=str(path), **FIELDS))
         except CorpusError as err:
             assert str(path) in str(err)
+
+
+# ---- chunking: a document long enough is cut into passages that hold every word, none too long
+
+WORDS = st.sampled_from(["a", "Word", "end.", "why?", "東", "京", "\n", "\n\n", "x" * 30, "»", "…", "\u3000"])
+
+
+@st.composite
+def sizes(draw) -> tuple[int, int, int]:
+    """(passage_words, min_words, overlap_words) as the settings allow them."""
+    passage_words = draw(st.integers(2, 40))
+    return (passage_words, draw(st.integers(1, passage_words // 2)),
+            draw(st.integers(0, passage_words // 2)))
+
+
+@fuzz(150)
+@given(st.lists(WORDS, max_size=120).map(" ".join) | st.text(max_size=200), sizes())
+@example("a b c d e f", (10, 5, 5))
+def test_chunking_keeps_every_word(text, size):
+    passage_words, min_words, overlap = size
+    doc = Document(doc_id="d-1", text=text, source="fuzz", origin="f.jsonl:1")
+    passages, rejects = chunk_document(doc, passage_words, min_words, overlap)
+    words = len(word_spans(text))
+    if words < min_words:
+        assert not passages and [r.reason for r in rejects] == ["too_short"]
+        return
+    assert all(p.n_words <= passage_words and p.text in text for p in passages)
+    assert not rejects
+    covered = 0  # words up to the end of the last passage
+    for p in passages:
+        covered += p.n_words - min(overlap, covered)
+    assert covered == words
 
 
 # ---- Parquet: random column types, and damaged files
