@@ -41,7 +41,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     key, _, raw = item.partition("=")
     try:
         value = yaml.safe_load(raw) if raw != "" else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):  # not YAML (or nested past the stack): the text as is
         value = raw
     return key.strip().split("."), value
 
@@ -73,10 +73,13 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 def read_file(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"pipeline file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:
         data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
-    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
+    except (yaml.YAMLError, tomllib.TOMLDecodeError, RecursionError) as exc:
         raise ConfigError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: "
                           f"{str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
@@ -115,7 +118,7 @@ def pipeline_model(kind: str, stage_names: list[str], settings_of) -> type[BaseM
 def load_pipeline(path: Path, overrides: list[str] = ()) -> BaseModel:
     data = apply_overrides(read_file(path), list(overrides))
     kind = data.get("pipeline")
-    if kind not in PIPELINES:
+    if not isinstance(kind, str) or kind not in PIPELINES:
         raise ConfigError(f"{path}: pipeline: expected one of {sorted(PIPELINES)} (got {kind!r})")
     model = pipeline_model(kind, PIPELINES[kind], lambda name: stage_class(kind, name).Settings)
     try:

@@ -29,6 +29,19 @@ def even_sizes(n: int, limit: int) -> list[int]:
     return [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
 
 
+def overlapped_sizes(n: int, passage_words: int, overlap: int) -> list[int]:
+    """New words per passage, cutting n words into the fewest passages of at most passage_words
+    where each after the first repeats `overlap` words, all as even as possible (so none is tiny).
+
+    overlapped_sizes(11, 10, 0) -> [6, 5]; overlapped_sizes(14, 10, 4) -> [9, 5]: passages of 9
+    and 4 + 5 words (even_sizes(14, 6) would start with a 5-word passage).
+    """
+    k = 1 + max(0, -(-(n - passage_words) // (passage_words - overlap)))
+    total = n + overlap * (k - 1)  # words of all passages, the repeated ones counted again
+    words = [total // k + (1 if i < total % k else 0) for i in range(k)]
+    return words[:1] + [w - overlap for w in words[1:]]
+
+
 def sentence_units(text: str, spans: list[tuple[int, int]], max_words: int) -> list[int]:
     """Word counts of consecutive sentences, none above max_words.
 
@@ -80,8 +93,8 @@ def chunk_document(doc: Document, passage_words: int = 120, min_words: int = 20,
     for n_units in balanced_groups(units, limit):
         sizes.append(sum(units[pos:pos + n_units]))
         pos += n_units
-    if len(sizes) > 1 and min(sizes) < min_words:
-        sizes = even_sizes(len(spans), limit)
+    if len(sizes) > 1 and min(sizes) < min_words:  # the first passage has no overlap to pad it
+        sizes = overlapped_sizes(len(spans), passage_words, overlap_words)
     passages, rejects, first = [], [], 0
     for chunk, n_new in enumerate(sizes):
         lo = max(0, first - overlap_words) if chunk else 0

@@ -144,7 +144,7 @@ def _iter_wiki(src: WikiSource) -> Iterator[Document | Reject]:
 def _iter_jsonl(src: JsonlSource) -> Iterator[Document | Reject]:
     label = src.name or "jsonl"
     for path in _expand(src.path, (".jsonl", ".jsonl.gz", ".json")):
-        for origin, row in json_lines(path):  # one bad line must not kill the file
+        for origin, row in json_lines(path, CorpusError):  # one bad line must not kill the file
             if isinstance(row, BadLine):
                 yield corpus_reject(row.reason, row.message, row.raw)
             else:
@@ -152,28 +152,34 @@ def _iter_jsonl(src: JsonlSource) -> Iterator[Document | Reject]:
 
 
 def _iter_parquet(src: ParquetSource) -> Iterator[Document | Reject]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     label = src.name or "parquet"
     for path in _expand(src.path, (".parquet",)):
-        try:
-            pf = pq.ParquetFile(path)
-        except OSError as e:
-            raise CorpusError(f"{path}: not a readable Parquet file ({e})") from None
-        names = pf.schema_arrow.names
-        if src.text_field not in names:
-            raise CorpusError(f"{path}: no column {src.text_field!r} (columns: {', '.join(names)})")
-        wanted = [c for c in (src.text_field, src.title_field, src.id_field, src.language_field)
-                  if c and c in names]
         row_no = 0
-        for batch in pf.iter_batches(columns=list(dict.fromkeys(wanted)), batch_size=1024):
-            for row in batch.to_pylist():
-                yield _row_document(row, src, label, f"{path}:row {row_no}")
-                row_no += 1
+        try:  # a damaged file fails on opening, or only at the page that is damaged
+            pf = pq.ParquetFile(path)
+            names = pf.schema_arrow.names
+            if src.text_field not in names:
+                raise CorpusError(f"{path}: no column {src.text_field!r} (columns: {', '.join(names)})")
+            wanted = [c for c in (src.text_field, src.title_field, src.id_field, src.language_field)
+                      if c and c in names]
+            for batch in pf.iter_batches(columns=list(dict.fromkeys(wanted)), batch_size=1024):
+                for row in batch.to_pylist():
+                    yield _row_document(row, src, label, f"{path}:row {row_no}")
+                    row_no += 1
+        except (OSError, pa.ArrowException, UnicodeDecodeError) as e:  # damaged text too
+            raise CorpusError(f"{path}: not a readable Parquet file at row {row_no} "
+                              f"({' '.join(str(e).split())})") from None
+        if row_no != pf.metadata.num_rows:  # a damaged page header can read as an empty page
+            raise CorpusError(f"{path}: damaged Parquet file: {pf.metadata.num_rows} rows "
+                              f"recorded, {row_no} readable")
 
 
 def _load_hf(src: HFSource):
     import datasets
+    import pyarrow as pa
 
     local = Path(src.name_or_path).expanduser()
     if src.name_or_path.startswith(("/", ".", "~")) and not local.exists():
@@ -189,22 +195,36 @@ def _load_hf(src: HFSource):
             return ds.to_iterable_dataset() if streaming else ds
         return datasets.load_dataset(src.name_or_path, src.config, split=src.split,
                                      streaming=streaming)
-    except (FileNotFoundError, ValueError, OSError, ConnectionError) as e:
+    except _HF_ERRORS + (pa.ArrowException,) as e:
         if isinstance(e, CorpusError):
             raise
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CorpusError(f"{src.name_or_path}: cannot load dataset ({first})") from None
+        raise CorpusError(f"{src.name_or_path}: cannot load dataset ({_first_line(e)})") from None
+
+
+# What a damaged save_to_disk folder raises from inside `datasets` (e.g. a state.json without
+# '_fingerprint' is a KeyError; a table with no columns an IndexError).
+_HF_ERRORS = (FileNotFoundError, ValueError, OSError, ConnectionError, KeyError, IndexError, TypeError)
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 def _iter_hf(src: HFSource) -> Iterator[Document | Reject]:
+    import pyarrow as pa
+
     label = src.name or src.name_or_path
     ds = _load_hf(src)
     names = getattr(ds, "column_names", None)
     if names is not None and src.text_field not in names:
         raise CorpusError(f"{src.name_or_path}: no column {src.text_field!r} "
                           f"(columns: {', '.join(names)})")
-    for n, row in enumerate(ds):
-        yield _row_document(row, src, label, f"{src.name_or_path}:{src.split}:{n}")
+    n = 0
+    try:  # a damaged data file may fail only at the rows it holds
+        for n, row in enumerate(ds):
+            yield _row_document(row, src, label, f"{src.name_or_path}:{src.split}:{n}")
+    except (OSError, pa.ArrowException) as e:
+        raise CorpusError(f"{src.name_or_path}: cannot read row {n} ({_first_line(e)})") from None
 
 
 _READERS = {"wiki": _iter_wiki, "jsonl": _iter_jsonl, "parquet": _iter_parquet, "hf": _iter_hf}

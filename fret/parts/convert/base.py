@@ -62,6 +62,21 @@ class Context:
 
 ConverterFn = Callable[[Iterable[dict], Context], Iterator["dict | Reject"]]
 
+# What one row of an unexpected shape raises inside a converter: a number where a list belongs,
+# a missing key, a title that is not a string (Unified's ValidationError is a ValueError).
+ROW_ERRORS = (AttributeError, IndexError, KeyError, TypeError, ValueError)
+
+
+def per_row(rows: Iterable[dict], ctx: Context, one: Callable[[int, dict, Context], "dict | Reject"]
+            ) -> Iterator["dict | Reject"]:
+    """one(i, row, ctx) for each row; a row it cannot read becomes a `malformed_row` reject that
+    says what broke, so one odd row neither stops the data set nor disappears."""
+    for i, row in enumerate(rows):
+        try:
+            yield one(i, row, ctx)
+        except ROW_ERRORS as exc:
+            yield ctx.reject(i, "malformed_row", row, f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+
 
 @dataclass(frozen=True)
 class Converter:

@@ -7,7 +7,7 @@ list or {id: name}, for the meta) or strings.
 For a text x with label y: query = x, positive = another text with label y, negative = a text with
 a different label, both drawn with a generator seeded by (seed, source, row index), so the pairs
 do not change when the run is repeated. Symmetric: both sides are texts of the same kind.
-Rejected: empty text, missing label, a label with no other distinct text, a set with one label.
+Rejected: empty text, missing label, a label that is not a string or number, a label with no other distinct text, a set with one label.
 """
 from __future__ import annotations
 
@@ -34,12 +34,14 @@ def classification(rows: Iterable[dict], ctx: Context) -> Iterator:
         oid = row.get("id", i)
         if tf not in row or lf not in row:
             raise KeyError(f"converter 'classification': row {i} has no {tf!r}/{lf!r} field "
-                           f"(fields: {sorted(row)}); set text_field/label_field")
+                           f"(fields: {sorted(row, key=str)}); set text_field/label_field")
         text, label = text_of(row[tf]), row[lf]
         if not text:
             yield ctx.reject(oid, "empty_text", row)
         elif label is None or label == "" or label == -1:
             yield ctx.reject(oid, "missing_label", row)
+        elif not isinstance(label, (str, int, float)):  # a list or object cannot name a class
+            yield ctx.reject(oid, "bad_label", row, f"label {label!r}")
         else:
             items.append((oid, text, label))
     by_label: dict[object, list[int]] = {}

@@ -13,10 +13,11 @@ cites, seeded. NOT ENOUGH INFO claims are rejected (they have no evidence to ret
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from fret.parts.convert.base import Context, sample, text_of
+from fret.parts.convert.base import Context, per_row, sample, text_of
 from fret.parts.convert.load import load_rows
 
 _PTB = {"-LRB-": "(", "-RRB-": ")", "-LSB-": "[", "-RSB-": "]", "-LCB-": "{", "-RCB-": "}",
@@ -62,12 +63,43 @@ def load_pages(pages, wanted: set[str]) -> dict[str, dict[int, str]]:
 
 
 def _evidence_sets(row: dict) -> list[list[tuple[str, int]]]:
+    """[[title, sentence id], ...] per evidence set; entries of another shape are not evidence."""
     sets = []
-    for group in row.get("evidence") or []:
-        items = [(e[2], int(e[3])) for e in group if len(e) >= 4 and e[2] is not None and e[3] is not None]
+    evidence = row.get("evidence")
+    for group in evidence if isinstance(evidence, list) else []:
+        items = [(e[2], int(e[3])) for e in (group if isinstance(group, list) else [])
+                 if isinstance(e, list) and len(e) >= 4 and isinstance(e[2], str)
+                 and (isinstance(e[3], int) or (isinstance(e[3], str) and e[3].isdigit()))]
         if items:
             sets.append(items)
     return sets
+
+
+def _fever_row(i: int, row: dict, ctx: Context, pages: dict[str, dict[int, str]]):
+    oid = row.get("id", i)
+    claim, label = text_of(row.get("claim")), row.get("label")
+    sets = _evidence_sets(row)
+    if not claim:
+        return ctx.reject(oid, "empty_claim", row)
+    if label not in ctx.options["labels"]:
+        reason = "not_enough_info" if label == "NOT ENOUGH INFO" else "label_not_used"
+        return ctx.reject(oid, reason, row, f"label {label!r}")
+    usable = [s for s in sets if all(sid in pages.get(t, {}) for t, sid in s)]
+    if not usable:
+        missing = sorted({t for s in sets for t, sid in s if sid not in pages.get(t, {})})
+        return ctx.reject(oid, "evidence_not_in_wiki_pages" if sets else "no_evidence", row,
+                          f"missing pages/sentences: {missing[:5]}")
+    chosen = sorted(set(usable[0]), key=lambda e: (usable[0].index(e)))
+    positive = " ".join(decode(pages[t][sid]) for t, sid in chosen)
+    first = chosen[0][0]
+    cited = {sid for s in sets for t, sid in s if t == first}
+    others = [decode(text) for sid, text in sorted(pages[first].items())
+              if sid not in cited and len(text.split()) >= ctx.options["min_words"]]
+    negatives = sample(ctx.rng(oid), others, ctx.options["max_negatives"])
+    return ctx.unified(orig_id=oid, query=claim, positive=positive, positive_title=decode(first),
+                       negatives=negatives, negative_titles=[decode(first)] * len(negatives),
+                       task_type="fact_check", symmetric=False,
+                       lineage={"label": label, "evidence": [[t, sid] for t, sid in chosen]})
 
 
 def fever(rows: Iterable[dict], ctx: Context) -> Iterator:
@@ -77,32 +109,4 @@ def fever(rows: Iterable[dict], ctx: Context) -> Iterator:
     rows = list(rows)
     wanted = {title for row in rows for s in _evidence_sets(row) for title, _ in s}
     pages = load_pages(ctx.options["wiki_pages"], wanted)
-    labels = set(ctx.options["labels"])
-    for i, row in enumerate(rows):
-        oid = row.get("id", i)
-        claim, label = text_of(row.get("claim")), row.get("label")
-        sets = _evidence_sets(row)
-        if not claim:
-            yield ctx.reject(oid, "empty_claim", row)
-            continue
-        if label not in labels:
-            reason = "not_enough_info" if label == "NOT ENOUGH INFO" else "label_not_used"
-            yield ctx.reject(oid, reason, row, f"label {label!r}")
-            continue
-        usable = [s for s in sets if all(sid in pages.get(t, {}) for t, sid in s)]
-        if not usable:
-            missing = sorted({t for s in sets for t, sid in s if sid not in pages.get(t, {})})
-            yield ctx.reject(oid, "evidence_not_in_wiki_pages" if sets else "no_evidence", row,
-                             f"missing pages/sentences: {missing[:5]}")
-            continue
-        chosen = sorted(set(usable[0]), key=lambda e: (usable[0].index(e)))
-        positive = " ".join(decode(pages[t][sid]) for t, sid in chosen)
-        first = chosen[0][0]
-        cited = {sid for s in sets for t, sid in s if t == first}
-        others = [decode(text) for sid, text in sorted(pages[first].items())
-                  if sid not in cited and len(text.split()) >= ctx.options["min_words"]]
-        negatives = sample(ctx.rng(oid), others, ctx.options["max_negatives"])
-        yield ctx.unified(orig_id=oid, query=claim, positive=positive, positive_title=decode(first),
-                          negatives=negatives, negative_titles=[decode(first)] * len(negatives),
-                          task_type="fact_check", symmetric=False,
-                          lineage={"label": label, "evidence": [[t, sid] for t, sid in chosen]})
+    return per_row(rows, ctx, functools.partial(_fever_row, pages=pages))

@@ -26,7 +26,10 @@ def _json(path: Path) -> Iterator[dict]:
         data = data["data"]
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a JSON list of objects (or {{'data': [...]}})")
-    yield from data
+    for k, row in enumerate(data):
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}: item {k} is {type(row).__name__}, expected a JSON object")
+        yield row
 
 
 def _parquet(path: Path) -> Iterator[dict]:
@@ -42,6 +45,18 @@ def _csv(path: Path) -> Iterator[dict]:
 
 
 _READERS = {".jsonl": _jsonl, ".json": _json, ".parquet": _parquet, ".csv": _csv, ".tsv": _csv}
+
+
+def _named(path: Path, rows: Iterator[dict]) -> Iterator[dict]:
+    """A reader's rows; what a damaged file raises inside it becomes a ValueError naming the file."""
+    import pyarrow as pa
+
+    try:
+        yield from rows
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except (csv.Error, RecursionError, OSError, pa.ArrowException) as e:  # nesting past the stack too
+        raise ValueError(f"{path}: cannot read ({' '.join(str(e).split())[:300]})") from None
 
 
 def _split_of(ds, split: Optional[str], where: str):
@@ -74,7 +89,7 @@ def load_rows(source: str | Path, *, split: Optional[str] = None, config: Option
         reader = _READERS.get(path.suffix.lower())
         if reader is None:
             raise ValueError(f"{path}: unknown file type {path.suffix!r}; known: {sorted(_READERS)}")
-        return reader(path)
+        return _named(path, reader(path))
     if path.suffix.lower() in _READERS or str(source).startswith((".", "/", "~")):
         raise FileNotFoundError(f"no such file: {path}")
     import datasets

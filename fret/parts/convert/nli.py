@@ -8,7 +8,8 @@ One unified row per (premise, entailment hypothesis); its negatives are up to `m
 contradiction hypotheses of the same premise, seeded. Symmetric (both sides are sentences).
 Rejected, by reason: no gold label, neutral pairs (unused), entailments whose premise has no
 contradiction (when `require_negative`), contradictions whose premise has no entailment.
-Contradiction rows that became negatives are consumed, not rejected.
+Contradiction rows that became negatives are consumed, not rejected; those no entailment drew
+(more contradictions than `max_negatives`) are rejected as `contradiction_not_used`.
 """
 from __future__ import annotations
 
@@ -49,13 +50,19 @@ def nli(rows: Iterable[dict], ctx: Context) -> Iterator:
             for oid, _, row in contradicted:
                 yield ctx.reject(oid, "no_entailment_for_premise", row)
             continue
+        used: set[int] = set()  # positions in `contradicted` drawn as some row's negative
         for oid, hypothesis, row in entailed:
-            pool = [(o, h) for o, h, _ in contradicted if h != hypothesis]
+            pool = [k for k, (_, h, _) in enumerate(contradicted) if h != hypothesis]
             if not pool and ctx.options["require_negative"]:
                 yield ctx.reject(oid, "no_contradiction_for_premise", row)
                 continue
             chosen = sample(ctx.rng(oid, hypothesis), pool, ctx.options["max_negatives"])
+            used.update(chosen)
             yield ctx.unified(orig_id=oid, query=premise, positive=hypothesis,
-                              negatives=[h for _, h in chosen], task_type="nli", symmetric=True,
-                              lineage={"negative_origin_ids": [o for o, _ in chosen],
+                              negatives=[contradicted[k][1] for k in chosen], task_type="nli",
+                              symmetric=True,
+                              lineage={"negative_origin_ids": [contradicted[k][0] for k in chosen],
                                        "genre": row.get("genre")})
+        for k, (oid, _, row) in enumerate(contradicted):
+            if k not in used:  # more contradictions than negatives drawn: counted, not lost
+                yield ctx.reject(oid, "contradiction_not_used", row)

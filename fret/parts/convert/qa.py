@@ -25,7 +25,7 @@ import re
 from typing import Iterable, Iterator
 from urllib.parse import unquote
 
-from fret.parts.convert.base import Context, columns, records, sample, text_of
+from fret.parts.convert.base import Context, columns, per_row, records, sample, text_of
 
 # --- Natural Questions --------------------------------------------------------------------------
 
@@ -66,35 +66,34 @@ def _span_text(view: dict, start: int, end: int) -> str:
     return " ".join(t for t, h in zip(view["tokens"][start:end], view["is_html"][start:end]) if not h)
 
 
+def _nq_row(i: int, row: dict, ctx: Context):
+    view = _nq_view(row)
+    if view is None:
+        return ctx.reject(i, "unknown_schema", row, "expected simplified NQ (question_text) "
+                          "or HF natural_questions (question.text, document.tokens)")
+    oid = view["id"] if view["id"] is not None else i
+    gold = next((la for la in view["long_answers"] if _index(la) >= 0), None)
+    if not view["question"]:
+        return ctx.reject(oid, "empty_question", row)
+    if gold is None:
+        return ctx.reject(oid, "no_long_answer", {"id": oid, "question": view["question"]})
+    positive = _span_text(view, gold["start_token"], gold["end_token"])
+    if not positive:
+        return ctx.reject(oid, "empty_long_answer", {"id": oid, "question": view["question"]})
+    others = [c for k, c in enumerate(view["candidates"])
+              if k != gold["candidate_index"] and c.get("top_level")
+              and (c["end_token"] <= gold["start_token"] or c["start_token"] >= gold["end_token"])]
+    texts = [t for t in (_span_text(view, c["start_token"], c["end_token"]) for c in others)
+             if len(t.split()) >= ctx.options["min_words"] and t != positive]
+    negatives = sample(ctx.rng(oid), texts, ctx.options["max_negatives"])
+    return ctx.unified(orig_id=oid, query=view["question"], positive=positive,
+                       positive_title=view["title"], negatives=negatives,
+                       negative_titles=[view["title"]] * len(negatives), task_type="qa",
+                       symmetric=False, lineage={"candidate_index": gold["candidate_index"]})
+
+
 def nq(rows: Iterable[dict], ctx: Context) -> Iterator:
-    for i, row in enumerate(rows):
-        view = _nq_view(row)
-        if view is None:
-            yield ctx.reject(i, "unknown_schema", row, "expected simplified NQ (question_text) "
-                             "or HF natural_questions (question.text, document.tokens)")
-            continue
-        oid = view["id"] if view["id"] is not None else i
-        gold = next((la for la in view["long_answers"] if _index(la) >= 0), None)
-        if not view["question"]:
-            yield ctx.reject(oid, "empty_question", row)
-            continue
-        if gold is None:
-            yield ctx.reject(oid, "no_long_answer", {"id": oid, "question": view["question"]})
-            continue
-        positive = _span_text(view, gold["start_token"], gold["end_token"])
-        if not positive:
-            yield ctx.reject(oid, "empty_long_answer", {"id": oid, "question": view["question"]})
-            continue
-        others = [c for k, c in enumerate(view["candidates"])
-                  if k != gold["candidate_index"] and c.get("top_level")
-                  and (c["end_token"] <= gold["start_token"] or c["start_token"] >= gold["end_token"])]
-        texts = [t for t in (_span_text(view, c["start_token"], c["end_token"]) for c in others)
-                 if len(t.split()) >= ctx.options["min_words"] and t != positive]
-        negatives = sample(ctx.rng(oid), texts, ctx.options["max_negatives"])
-        yield ctx.unified(orig_id=oid, query=view["question"], positive=positive,
-                          positive_title=view["title"], negatives=negatives,
-                          negative_titles=[view["title"]] * len(negatives), task_type="qa",
-                          symmetric=False, lineage={"candidate_index": gold["candidate_index"]})
+    return per_row(rows, ctx, _nq_row)
 
 
 # --- HotpotQA -----------------------------------------------------------------------------------
@@ -107,53 +106,54 @@ def _pairs(value, a: str, b: str) -> list[tuple]:
     return [tuple(v) for v in value or []]
 
 
+def _hotpotqa_row(i: int, row: dict, ctx: Context):
+    oid = row.get("id", row.get("_id", i))
+    question, answer = text_of(row.get("question")), text_of(row.get("answer"))
+    paragraphs = {t: "".join(s).strip() for t, s in _pairs(row.get("context"), "title", "sentences")}
+    gold_titles = list(dict.fromkeys(t for t, _ in _pairs(row.get("supporting_facts"), "title", "sent_id")))
+    if not question:
+        return ctx.reject(oid, "empty_question", row)
+    if not gold_titles:
+        return ctx.reject(oid, "no_supporting_facts", row)
+    missing = [t for t in gold_titles if not paragraphs.get(t)]
+    if missing:
+        return ctx.reject(oid, "gold_paragraph_missing", row, f"not in context: {missing}")
+    with_answer = [t for t in gold_titles if answer and answer.lower() in paragraphs[t].lower()]
+    title = (with_answer or gold_titles)[0]
+    distractors = [t for t in paragraphs if t not in gold_titles and paragraphs[t]]
+    neg_titles = sample(ctx.rng(oid), distractors, ctx.options["max_negatives"])
+    return ctx.unified(orig_id=oid, query=question, positive=paragraphs[title], positive_title=title,
+                       negatives=[paragraphs[t] for t in neg_titles], negative_titles=neg_titles,
+                       task_type="qa", symmetric=False,
+                       lineage={"gold_titles": gold_titles, "type": row.get("type"),
+                                "level": row.get("level")})
+
+
 def hotpotqa(rows: Iterable[dict], ctx: Context) -> Iterator:
-    for i, row in enumerate(rows):
-        oid = row.get("id", row.get("_id", i))
-        question, answer = text_of(row.get("question")), text_of(row.get("answer"))
-        paragraphs = {t: "".join(s).strip() for t, s in _pairs(row.get("context"), "title", "sentences")}
-        gold_titles = list(dict.fromkeys(t for t, _ in _pairs(row.get("supporting_facts"), "title", "sent_id")))
-        if not question:
-            yield ctx.reject(oid, "empty_question", row)
-            continue
-        if not gold_titles:
-            yield ctx.reject(oid, "no_supporting_facts", row)
-            continue
-        missing = [t for t in gold_titles if not paragraphs.get(t)]
-        if missing:
-            yield ctx.reject(oid, "gold_paragraph_missing", row, f"not in context: {missing}")
-            continue
-        with_answer = [t for t in gold_titles if answer and answer.lower() in paragraphs[t].lower()]
-        title = (with_answer or gold_titles)[0]
-        distractors = [t for t in paragraphs if t not in gold_titles and paragraphs[t]]
-        neg_titles = sample(ctx.rng(oid), distractors, ctx.options["max_negatives"])
-        yield ctx.unified(orig_id=oid, query=question, positive=paragraphs[title], positive_title=title,
-                          negatives=[paragraphs[t] for t in neg_titles], negative_titles=neg_titles,
-                          task_type="qa", symmetric=False,
-                          lineage={"gold_titles": gold_titles, "type": row.get("type"),
-                                   "level": row.get("level")})
+    return per_row(rows, ctx, _hotpotqa_row)
 
 
 # --- MIRACL -------------------------------------------------------------------------------------
 
 
+def _miracl_row(i: int, row: dict, ctx: Context):
+    oid = row.get("query_id", i)
+    query = text_of(row.get("query"))
+    positives = [p for p in records(row.get("positive_passages")) if text_of(p.get("text"))]
+    if not query:
+        return ctx.reject(oid, "empty_question", row)
+    if not positives:
+        return ctx.reject(oid, "no_positive_passage", row)
+    pos = positives[0]
+    negs = [p for p in records(row.get("negative_passages")) if text_of(p.get("text"))]
+    negs = sample(ctx.rng(oid), negs, ctx.options["max_negatives"])
+    return ctx.unified(orig_id=oid, query=query, positive=text_of(pos["text"]),
+                       positive_title=pos.get("title") or None,
+                       negatives=[text_of(p["text"]) for p in negs],
+                       negative_titles=[p.get("title") or None for p in negs], task_type="qa",
+                       symmetric=False, lineage={"positive_docid": pos.get("docid"),
+                                                 "negative_docids": [p.get("docid") for p in negs]})
+
+
 def miracl(rows: Iterable[dict], ctx: Context) -> Iterator:
-    for i, row in enumerate(rows):
-        oid = row.get("query_id", i)
-        query = text_of(row.get("query"))
-        positives = [p for p in records(row.get("positive_passages")) if text_of(p.get("text"))]
-        if not query:
-            yield ctx.reject(oid, "empty_question", row)
-            continue
-        if not positives:
-            yield ctx.reject(oid, "no_positive_passage", row)
-            continue
-        pos = positives[0]
-        negs = [p for p in records(row.get("negative_passages")) if text_of(p.get("text"))]
-        negs = sample(ctx.rng(oid), negs, ctx.options["max_negatives"])
-        yield ctx.unified(orig_id=oid, query=query, positive=text_of(pos["text"]),
-                          positive_title=pos.get("title") or None,
-                          negatives=[text_of(p["text"]) for p in negs],
-                          negative_titles=[p.get("title") or None for p in negs], task_type="qa",
-                          symmetric=False, lineage={"positive_docid": pos.get("docid"),
-                                                    "negative_docids": [p.get("docid") for p in negs]})
+    return per_row(rows, ctx, _miracl_row)

@@ -7,7 +7,9 @@ retrieval (XQuAD), STS Benchmark TSV (first 7 fields), CSV `text,category` train
 from __future__ import annotations
 
 import csv
+import io
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,12 +33,29 @@ def _need(path: Path, hint: str) -> Path:
     return path
 
 
+def _open_text(path: Path, newline: str | None = None) -> io.StringIO:
+    """The file as text to read or iterate (like open()), or EvalDataError naming the bad byte."""
+    try:
+        return io.StringIO(path.read_bytes().decode("utf-8"), newline=newline)
+    except UnicodeDecodeError as e:
+        raise EvalDataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+# BEIR fields and the types the model can take (a title may be null).
+_BEIR_TYPES = {"_id": (str, int), "text": (str,), "title": (str, type(None))}
+
+
 def _jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
     rows = []
     for origin, row in strict_json_lines(path, EvalDataError):
         missing = [k for k in required if k not in row]
         if missing:
             raise EvalDataError(f"{origin}: missing field(s) {missing}")
+        wrong = [k for k, types in _BEIR_TYPES.items()
+                 if k in row and (not isinstance(row[k], types) or isinstance(row[k], bool))]
+        if wrong:
+            raise EvalDataError(f"{origin}: field(s) {wrong} of the wrong type (_id: a string or "
+                                "number, text: a string, title: a string or null)")
         rows.append(row)
     if not rows:
         raise EvalDataError(f"{path}: empty")
@@ -53,7 +72,7 @@ def read_beir(folder: Path, split: str = "test") -> Retrieval:
     queries = {str(r["_id"]): r["text"] for r in _jsonl(_need(folder / "queries.jsonl", hint), ("_id", "text"))}
     qrels_path = _need(folder / "qrels" / f"{split}.tsv", hint)
     qrels: dict[str, dict[str, int]] = {}
-    with open(qrels_path, encoding="utf-8") as f:
+    with _open_text(qrels_path) as f:
         for n, line in enumerate(f, 1):
             fields = line.rstrip("\n").split("\t")
             if n == 1 and fields[0] == "query-id":
@@ -64,7 +83,7 @@ def read_beir(folder: Path, split: str = "test") -> Retrieval:
                 raise EvalDataError(f"{qrels_path}:{n}: expected query-id<TAB>corpus-id<TAB>score, got {len(fields)} fields")
             try:
                 score = int(float(fields[2]))
-            except ValueError:
+            except (ValueError, OverflowError):  # 'x', 'nan', 'inf'
                 raise EvalDataError(f"{qrels_path}:{n}: score {fields[2]!r} is not a number") from None
             qrels.setdefault(fields[0], {})[fields[1]] = score
     unknown = sorted(set(qrels) - set(queries))
@@ -75,17 +94,34 @@ def read_beir(folder: Path, split: str = "test") -> Retrieval:
     return Retrieval(corpus, {q: queries[q] for q in qrels}, qrels)
 
 
+def _squad_shape(articles: list) -> None:
+    """TypeError or KeyError unless every article, paragraph and question has text where it must."""
+    for a in articles:
+        if not isinstance(a.get("title"), (str, type(None))):
+            raise TypeError(f"title {a['title']!r} is not a string")
+        for p in a["paragraphs"]:
+            if not isinstance(p["context"], str):
+                raise TypeError(f"context {p['context']!r} is not a string")
+            for qa in p["qas"]:
+                if not isinstance(qa["question"], str):
+                    raise TypeError(f"question {qa['question']!r} is not a string")
+
+
 def _squad(path: Path) -> list[dict]:
     try:
-        data = json.loads(_need(Path(path), "SQuAD v1.1 JSON").read_text(encoding="utf-8"))
+        data = json.loads(_open_text(_need(Path(path), "SQuAD v1.1 JSON")).read())
         articles = data["data"]
-        for a in articles:
-            for p in a["paragraphs"]:
-                p["context"], p["qas"]  # noqa: B018 (shape check)
+        _squad_shape(articles)
     except json.JSONDecodeError as err:
         raise EvalDataError(f"{path}: not JSON ({err.msg} at line {err.lineno})") from None
-    except (KeyError, TypeError) as err:
-        raise EvalDataError(f"{path}: not SQuAD v1.1 (data[].paragraphs[].context/qas): missing {err}") from None
+    except RecursionError:
+        raise EvalDataError(f"{path}: not JSON (nested too deeply)") from None
+    except KeyError as err:
+        raise EvalDataError(f"{path}: not SQuAD v1.1 (data[].paragraphs[].context/qas[].question): "
+                            f"missing {err}") from None
+    except (TypeError, AttributeError) as err:  # a list or number where an object belongs
+        raise EvalDataError(f"{path}: not SQuAD v1.1 (data[].paragraphs[].context/qas[].question): "
+                            f"{' '.join(str(err).split())[:200]}") from None
     return articles
 
 
@@ -117,7 +153,7 @@ def read_sts(path: Path) -> list[tuple[str, str, float]]:
     """STS Benchmark TSV: genre, file, year, id, score, sentence1, sentence2 (extra fields ignored)."""
     path = _need(Path(path), "STS Benchmark TSV")
     pairs = []
-    with open(path, encoding="utf-8") as f:
+    with _open_text(path) as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -128,7 +164,9 @@ def read_sts(path: Path) -> list[tuple[str, str, float]]:
             try:
                 score = float(fields[4])
             except ValueError:
-                raise EvalDataError(f"{path}:{n}: score {fields[4]!r} is not a number") from None
+                score = math.nan
+            if not math.isfinite(score):  # 'x', and 'nan' or 'inf' that float() takes
+                raise EvalDataError(f"{path}:{n}: score {fields[4]!r} is not a number")
             pairs.append((fields[5], fields[6], score))
     if len(pairs) < 2:
         raise EvalDataError(f"{path}: fewer than 2 pairs")
@@ -137,16 +175,19 @@ def read_sts(path: Path) -> list[tuple[str, str, float]]:
 
 def _csv_split(path: Path) -> tuple[list[str], list[str]]:
     path = _need(path, "a classification folder holds train.csv and test.csv with header text,category")
-    with open(path, encoding="utf-8", newline="") as f:
+    with _open_text(path, newline="") as f:
         reader = csv.DictReader(f)
-        if not reader.fieldnames or not {"text", "category"} <= set(reader.fieldnames):
-            raise EvalDataError(f"{path}: header must have columns text,category; found {reader.fieldnames}")
-        texts, labels = [], []
-        for n, row in enumerate(reader, 2):
-            if row["text"] is None or row["category"] is None:
-                raise EvalDataError(f"{path}:{n}: missing text or category")
-            texts.append(row["text"])
-            labels.append(row["category"])
+        try:
+            if not reader.fieldnames or not {"text", "category"} <= set(reader.fieldnames):
+                raise EvalDataError(f"{path}: header must have columns text,category; found {reader.fieldnames}")
+            texts, labels = [], []
+            for n, row in enumerate(reader, 2):
+                if row["text"] is None or row["category"] is None:
+                    raise EvalDataError(f"{path}:{n}: missing text or category")
+                texts.append(row["text"])
+                labels.append(row["category"])
+        except csv.Error as err:  # e.g. a field over csv's size limit (an unclosed quote)
+            raise EvalDataError(f"{path}:{reader.line_num}: {err}") from None
     if not texts:
         raise EvalDataError(f"{path}: no rows")
     return texts, labels
@@ -165,7 +206,7 @@ def _parallel_side(path: Path) -> list[str]:
     path = _need(Path(path), "bitext side: SQuAD JSON (questions) or one sentence per line")
     if path.suffix == ".json":
         return [qa["question"] for a in _squad(path) for p in a["paragraphs"] for qa in p["qas"]]
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = _open_text(path).read().splitlines()
     return [line for line in lines if line.strip()]
 
 

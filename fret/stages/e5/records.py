@@ -108,6 +108,8 @@ def first_json(text: str, opener: str):
         value, _ = json.JSONDecoder().raw_decode(text[start:])
     except json.JSONDecodeError as exc:
         raise Invalid("invalid_json", f"{exc.msg} at char {exc.pos}") from None
+    except RecursionError:  # '[[[[...' from a model stuck repeating a token
+        raise Invalid("invalid_json", "nested too deeply") from None
     return value
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 from ...core.config import ExistingPath, Section
+from ...core.errors import FretError
 from ...core.records import Query, schema_of, stable_id
 from ...core.stage import ShardOutput, Stage
 from ...parts.jsonl import BadLine, json_lines
@@ -117,10 +118,15 @@ def parse_answer(text: str, passage: str, max_query_words: int,
 
 def read_user_queries(path: Path) -> list[dict]:
     if path.suffix == ".parquet" or path.is_dir():
+        import pyarrow as pa
         import pyarrow.parquet as pq
-        return pq.read_table(path).to_pylist()
+        try:
+            return pq.read_table(path).to_pylist()
+        except (OSError, pa.ArrowException, UnicodeDecodeError) as e:
+            raise FretError(f"queries.from_file: {path}: not a readable Parquet file "
+                            f"({' '.join(str(e).split())[:300]})") from None
     rows = []
-    for origin, row in json_lines(path):
+    for origin, row in json_lines(path, FretError):
         if isinstance(row, BadLine):
             rows.append({"_error": f"{row.message} [{row.reason}]"})
         elif not isinstance(row, dict):
@@ -128,6 +134,26 @@ def read_user_queries(path: Path) -> list[dict]:
         else:
             rows.append({**row, "_line": origin})
     return rows
+
+
+def user_query(row: dict, task_types: dict[str, TaskType]) -> dict:
+    """One row of the user's queries file as a Query row, or Invalid(reason) when it is not one."""
+    query = row.get("query")
+    query = str(query).strip() if isinstance(query, (str, int, float)) and query is not True else ""
+    if not query:
+        raise Invalid("missing_query")
+    bad = [k for k in ("task", "task_type", "positive_id", "id", "language")
+           if row.get(k) is not None and not isinstance(row[k], (str, int))]
+    if bad:
+        raise Invalid("bad_field", f"{', '.join(bad)}: expected a string")
+    default_type = next(iter(task_types))
+    tt = str(row.get("task_type") or default_type)
+    task = str(row.get("task") or task_types.get(tt, task_types[default_type]).task)
+    qid = str(row["id"]) if row.get("id") else stable_id("user", query, task, prefix="q-")
+    pid = row.get("positive_id")
+    return Query(id=qid, passage_id=None if pid is None else str(pid), task_type=tt, task=task,
+                 query=query, language=str(row.get("language") or "en"), raw="", attempts=0,
+                 origin="user").model_dump()
 
 
 class QueriesStage(Stage):
@@ -205,22 +231,15 @@ class QueriesStage(Stage):
         s = self.settings
         chunk = self._user_rows[index * s.shard_size:(index + 1) * s.shard_size]
         rows, rejects = [], []
-        default_type = next(iter(s.task_types))
         for row in chunk:
             where = row.get("_line", str(s.from_file))
             if "_error" in row:
                 rejects.append(self.reject(stable_id(row["_error"]), "malformed_row", detail=row["_error"]))
                 continue
-            query = str(row.get("query") or "").strip()
-            if not query:
-                rejects.append(self.reject(stable_id(where, json.dumps(row, default=str)), "missing_query",
-                                           detail=where, raw=json.dumps(row, default=str)))
-                continue
-            tt = row.get("task_type") or default_type
-            task = row.get("task") or (s.task_types[tt].task if tt in s.task_types else
-                                       s.task_types[default_type].task)
-            qid = str(row["id"]) if row.get("id") else stable_id("user", query, task, prefix="q-")
-            rows.append(Query(id=qid, passage_id=row.get("positive_id"), task_type=tt, task=task,
-                              query=query, language=row.get("language") or "en", raw="",
-                              attempts=0, origin="user").model_dump())
+            try:
+                rows.append(user_query(row, s.task_types))
+            except Invalid as err:
+                raw = json.dumps(row, default=str)
+                rejects.append(self.reject(stable_id(where, raw), err.reason,
+                                           detail=f"{where}: {err.detail}" if err.detail else where, raw=raw))
         return ShardOutput(rows=rows, rejects=rejects, rows_in=len(chunk))
