@@ -49,6 +49,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 EVALDATA = ROOT.parent / "shared" / "evaldata"
 REQUEST_LOG = "FRET_FAKE_LLM_LOG"  # read by tests/fakes.py
+RERUN_TIMEOUT_S = 1800  # a rerun that hangs is a failed trial, not a stuck campaign
 KILL_AT_RECORD = "KILLTRIALS_KILL_AT_RECORD"  # an aimed trial: SIGKILL before the k-th manifest record
 
 # `fret run` with the tests' fake LLMs registered; an aimed trial also wraps record_shard, the
@@ -135,7 +136,9 @@ def committed_keys(run_dir: Path) -> set[str]:
                 shutil.copy(part, tmp)
             con = sqlite3.connect(Path(tmp) / db.name)
             try:
-                keys.update(k for (k,) in con.execute("SELECT key FROM answers"))
+                tables = {t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                if "answers" in tables:  # killed before the cache made its table: nothing committed
+                    keys.update(k for (k,) in con.execute("SELECT key FROM answers"))
             finally:
                 con.close()
     return keys
@@ -248,7 +251,7 @@ class Trial:
     moment: float | None  # seconds after start (timed), or the shard record it died before (aimed)
     killed: bool = False  # False: the run ended before the moment came
     at: str = ""  # the stage it was in when killed
-    reruns: list[int] = field(default_factory=list)  # exit codes of the same command, run again
+    reruns: list = field(default_factory=list)  # exit codes of the same command, run again ("timeout")
     completed: bool = False
     identical: bool = False
     differing: list[str] = field(default_factory=list)
@@ -314,7 +317,12 @@ def run_trial(pipeline: str, work: Path, kind: str, moment: float) -> Trial:
         trial.reruns.append(proc.returncode)
     committed, before = committed_keys(run), len(read_log(log))
     while len(trial.reruns) < 3 and not trial.completed:
-        done = subprocess.run(argv, env=environment(log), cwd=ROOT, capture_output=True, text=True)
+        try:
+            done = subprocess.run(argv, env=environment(log), cwd=ROOT, capture_output=True, text=True,
+                                  timeout=RERUN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            trial.reruns.append("timeout")
+            continue
         trial.reruns.append(done.returncode)
         trial.completed = done.returncode == 0
     trial.seconds = round(time.monotonic() - started, 1)
@@ -341,7 +349,8 @@ def moments(duration: float, n: int, rng: random.Random) -> list[float]:
 
 
 def campaign(pipelines: list[str], trials: int, aimed: int, seed: int, work: Path,
-             echo=print) -> dict:
+             echo=print, save=lambda results: None) -> dict:
+    """Every pipeline's reference run and trials; `save(results)` after each pipeline."""
     results = {"seed": seed, "trials": trials, "aimed": aimed, "pipelines": {}}
     for pipeline in pipelines:
         rng = random.Random(f"{seed}-{pipeline}")
@@ -365,6 +374,7 @@ def campaign(pipelines: list[str], trials: int, aimed: int, seed: int, work: Pat
         results["pipelines"][pipeline] = {"reference": asdict(ref), "trials": [asdict(t) for t in done],
                                           "seconds": round(time.monotonic() - started, 1),
                                           "cpu_seconds": round(_children_cpu() - cpu, 1)}
+        save(results)
     return results
 
 
@@ -405,13 +415,17 @@ def main() -> None:
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="fret-killtrials-"))
     started = time.monotonic()
-    results = campaign(args.pipelines.split(","), args.trials, args.aimed, args.seed, work)
-    results["summary"] = summary(results)
-    results["seconds"] = round(time.monotonic() - started, 1)
+
+    def save(results: dict) -> None:
+        results.update(summary=summary(results), seconds=round(time.monotonic() - started, 1))
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+    results = campaign(args.pipelines.split(","), args.trials, args.aimed, args.seed, work,
+                       echo=lambda line: print(line, flush=True), save=save)
+    save(results)
     print(table(results["summary"]))
     print(f"{results['seconds']} s in all; work folder {work}")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
     bad = [r for r in results["summary"] if r["identical"] != r["trials"] or r["rows_lost"]
            or r["rows_duplicated"] or r["repeated_requests"]]
     sys.exit(1 if bad else 0)
