@@ -1,14 +1,16 @@
 """kill -9 trials: `fret run` killed at random moments on every pipeline, then the same command again.
 
-    python benchmarks/killtrials.py                       # 10 trials + 2 aimed kills per pipeline
+    python benchmarks/killtrials.py                       # 10 timed + 2 aimed kills per pipeline
     python benchmarks/killtrials.py --pipelines fret,recipe --trials 3 --json out.json
 
 Per pipeline: one uninterrupted reference run, timed; then each trial starts the same `fret run`
 in a fresh run folder at the same path, sends SIGKILL at a seeded random moment (trial i of N
 draws from the i-th N-th of the reference's duration, so the moments spread over every stage)
 and runs the same command again until it exits 0. Two more trials per pipeline aim where a timer
-cannot: the process kills itself after a shard was renamed into place and before the manifest
-records it (the k-th shard of the run, k seeded). Every trial then compares with the reference:
+rarely lands (the fake LLM answers in microseconds): the process kills itself (a) right after the
+backend answered its k-th LLM request, before the batch is committed to the request cache, and
+(b) after a shard was renamed into place and before the manifest records it (the k-th shard
+record of the run); k is seeded. Every trial then compares with the reference:
 
 - output: every stage's manifest (shard timings and the calls/cached split of LLM usage aside: a
   resumed shard finds some answers in the cache) and every shard's rows, row for row (ids, order,
@@ -50,24 +52,33 @@ ROOT = Path(__file__).resolve().parent.parent
 EVALDATA = ROOT.parent / "shared" / "evaldata"
 REQUEST_LOG = "FRET_FAKE_LLM_LOG"  # read by tests/fakes.py
 RERUN_TIMEOUT_S = 1800  # a rerun that hangs is a failed trial, not a stuck campaign
-KILL_AT_RECORD = "KILLTRIALS_KILL_AT_RECORD"  # an aimed trial: SIGKILL before the k-th manifest record
+AIM = "KILLTRIALS_AIM"  # an aimed trial: "record K" or "request K" (see LAUNCH)
 
-# `fret run` with the tests' fake LLMs registered; an aimed trial also wraps record_shard, the
-# runner's "done" marker, to kill the process after the shard's rename and before the record.
+# `fret run` with the tests' fake LLMs registered. An aimed trial wraps one function to SIGKILL the
+# process at its k-th call: `record_shard` (the runner's "done" marker, called after the shard's
+# rename) before it writes, or the fakes' `log_answered` (the backend has answered, the request
+# cache has not committed the batch yet) after it logs.
 LAUNCH = f"""
 import os, signal, sys
 sys.path.insert(0, {str(ROOT / 'tests')!r})
 import fakes, e5_fakes
 import fret.core.runner as runner
-aim = int(os.environ.get({KILL_AT_RECORD!r}, 0))
-if aim:
-    record, seen = runner.record_shard, []
-    def record_or_die(plan, index, entry):
-        seen.append(index)
-        if len(seen) == aim:
+where, _, k = os.environ.get({AIM!r}, "").partition(" ")
+calls = []
+def die_at_k(call, before):
+    def wrapped(*args):
+        calls.append(1)
+        if before and len(calls) == int(k):
             os.kill(os.getpid(), signal.SIGKILL)
-        record(plan, index, entry)
-    runner.record_shard = record_or_die
+        out = call(*args)
+        if not before and len(calls) == int(k):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return out
+    return wrapped
+if where == "record":
+    runner.record_shard = die_at_k(runner.record_shard, before=True)
+if where == "request":
+    fakes.log_answered = e5_fakes.log_answered = die_at_k(fakes.log_answered, before=False)
 from fret.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -102,11 +113,11 @@ def command(pipeline: str, run_dir: Path) -> list[str]:
     return argv + [a for s in PIPELINES[pipeline] for a in ("--set", s)]
 
 
-def environment(log: Path, aim: int = 0) -> dict:
+def environment(log: Path, aim: str = "") -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", REQUEST_LOG: str(log)}
-    env.pop(KILL_AT_RECORD, None)
+    env.pop(AIM, None)
     if aim:
-        env[KILL_AT_RECORD] = str(aim)
+        env[AIM] = aim
     return env
 
 
@@ -247,8 +258,8 @@ def compare(reference: Path, trial: Path) -> Comparison:
 @dataclass
 class Trial:
     pipeline: str
-    kind: str  # "timed" (SIGKILL from outside at `moment`) or "aimed" (between rename and record)
-    moment: float | None  # seconds after start (timed), or the shard record it died before (aimed)
+    kind: str  # "timed" (SIGKILL from outside at `moment`), "request" or "record" (aimed, see LAUNCH)
+    moment: float  # seconds after start (timed), or k: the request or shard record it died at
     killed: bool = False  # False: the run ended before the moment came
     at: str = ""  # the stage it was in when killed
     reruns: list = field(default_factory=list)  # exit codes of the same command, run again ("timeout")
@@ -268,7 +279,7 @@ class Trial:
 class Reference:
     seconds: float
     requests: int
-    records: int  # shards recorded in manifests (what an aimed trial picks from)
+    records: int  # shards recorded in manifests (what a "record" kill picks from)
 
 
 def reference_run(pipeline: str, work: Path) -> Reference:
@@ -293,14 +304,14 @@ def reference_run(pipeline: str, work: Path) -> Reference:
 
 
 def run_trial(pipeline: str, work: Path, kind: str, moment: float) -> Trial:
-    """One kill (timed: SIGKILL after `moment` s; aimed: die before shard record number `moment`),
-    then the same command until it exits 0 (at most 3 times), then the comparison."""
+    """One kill (timed: SIGKILL after `moment` s; aimed: at request or shard record `moment`), then
+    the same command until it exits 0 (at most 3 times), then the comparison."""
     run, log = work / "run", work / "trial.log"
     shutil.rmtree(run, ignore_errors=True)
     log.unlink(missing_ok=True)
     trial = Trial(pipeline, kind, moment)
     argv, started = command(pipeline, run), time.monotonic()
-    env = environment(log, aim=int(moment) if kind == "aimed" else 0)
+    env = environment(log, aim="" if kind == "timed" else f"{kind} {int(moment)}")
     proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
     if kind == "timed":
@@ -311,7 +322,7 @@ def run_trial(pipeline: str, work: Path, kind: str, moment: float) -> Trial:
             proc.send_signal(signal.SIGKILL)
     proc.communicate()
     trial.killed = proc.returncode == -signal.SIGKILL
-    if kind == "aimed" and trial.killed:
+    if kind != "timed" and trial.killed:
         trial.at = where(run, pipeline)
     if not trial.killed and proc.returncode != 0:
         trial.reruns.append(proc.returncode)
@@ -350,7 +361,7 @@ def moments(duration: float, n: int, rng: random.Random) -> list[float]:
 
 def campaign(pipelines: list[str], trials: int, aimed: int, seed: int, work: Path,
              echo=print, save=lambda results: None) -> dict:
-    """Every pipeline's reference run and trials; `save(results)` after each pipeline."""
+    """Every pipeline's reference run and trials; `save(results)` after each trial."""
     results = {"seed": seed, "trials": trials, "aimed": aimed, "pipelines": {}}
     for pipeline in pipelines:
         rng = random.Random(f"{seed}-{pipeline}")
@@ -360,21 +371,24 @@ def campaign(pipelines: list[str], trials: int, aimed: int, seed: int, work: Pat
         ref = reference_run(pipeline, pdir)
         echo(f"{pipeline}: reference {ref.seconds} s, {ref.requests} LLM requests, {ref.records} shard records")
         plan = [("timed", t) for t in moments(ref.seconds, trials, rng)]
-        plan += [("aimed", rng.randint(1, ref.records)) for _ in range(aimed)]
-        done = []
+        # aimed kills alternate: after an answered request (where the run has LLM requests), at a record
+        kinds = ["request", "record"] if ref.requests else ["record"]
+        plan += [(kind, rng.randint(1, ref.requests if kind == "request" else ref.records))
+                 for kind in (kinds[i % len(kinds)] for i in range(aimed))]
+        entry = results["pipelines"][pipeline] = {"reference": asdict(ref), "trials": [], "seconds": ref.seconds,
+                                                  "cpu_seconds": round(_children_cpu() - cpu, 1)}
         for kind, moment in plan:
             t = run_trial(pipeline, pdir, kind, moment)
-            done.append(t)
-            echo(f"  {kind} {moment:>7}: killed={t.killed!s:5} at={t.at or '-':22} reruns={t.reruns} "
+            entry["trials"].append(asdict(t))
+            echo(f"  {kind:>7} {moment:>7}: killed={t.killed!s:5} at={t.at or '-':22} reruns={t.reruns} "
                  f"identical={t.identical} lost={t.rows_lost} dup={t.rows_duplicated} "
                  f"repeated={t.repeated_requests} in_flight={t.in_flight_resent}"
                  + (f" weights_equal={t.weights_equal}" if t.weights_equal is not None else "")
                  + (f" differing={t.differing}" if t.differing else "")
                  + (f" leftovers={len(t.leftovers)}" if t.leftovers else ""))
-        results["pipelines"][pipeline] = {"reference": asdict(ref), "trials": [asdict(t) for t in done],
-                                          "seconds": round(time.monotonic() - started, 1),
-                                          "cpu_seconds": round(_children_cpu() - cpu, 1)}
-        save(results)
+            entry.update(seconds=round(time.monotonic() - started, 1),
+                         cpu_seconds=round(_children_cpu() - cpu, 1))
+            save(results)  # after every trial: a long campaign cut short keeps what it measured
     return results
 
 
@@ -408,7 +422,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pipelines", default=",".join(PIPELINES), help="comma-separated, of " + ", ".join(PIPELINES))
     ap.add_argument("--trials", type=int, default=10, help="timed kills per pipeline")
-    ap.add_argument("--aimed", type=int, default=2, help="kills between a shard's rename and its record")
+    ap.add_argument("--aimed", type=int, default=2, help="aimed kills: after an answered LLM request, between a shard's rename and its record")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=None, help="a scratch folder (default: a temporary one)")
     ap.add_argument("--json", type=Path, default=None, help="write every trial and the table here")

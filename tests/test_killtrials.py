@@ -32,7 +32,7 @@ def test_e5_killed_twice_resumes_to_the_uninterrupted_output(e5):
     reference = results["pipelines"]["e5"]["reference"]
     assert reference["requests"] > 0  # the backend's log counted something: the zero below is not vacuous
     trials = results["pipelines"]["e5"]["trials"]
-    assert [t["kind"] for t in trials] == ["timed", "aimed"]
+    assert [t["kind"] for t in trials] == ["timed", "request"]
     for t in trials:
         assert t["killed"] and t["completed"] and t["reruns"] == [0], t
         assert t["identical"], t["differing"]
