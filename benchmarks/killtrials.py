@@ -1,16 +1,17 @@
 """kill -9 trials: `fret run` killed at random moments on every pipeline, then the same command again.
 
-    python benchmarks/killtrials.py                       # 10 timed + 2 aimed kills per pipeline
+    python benchmarks/killtrials.py                       # 10 timed + 1 aimed kill of each kind
     python benchmarks/killtrials.py --pipelines fret,recipe --trials 3 --json out.json
 
 Per pipeline: one uninterrupted reference run, timed; then each trial starts the same `fret run`
 in a fresh run folder at the same path, sends SIGKILL at a seeded random moment (trial i of N
 draws from the i-th N-th of the reference's duration, so the moments spread over every stage)
-and runs the same command again until it exits 0. Two more trials per pipeline aim where a timer
+and runs the same command again until it exits 0. Aimed trials (one of each kind by default) go where a timer
 rarely lands (the fake LLM answers in microseconds): the process kills itself (a) right after the
 backend answered its k-th LLM request, before the batch is committed to the request cache, and
 (b) after a shard was renamed into place and before the manifest records it (the k-th shard
-record of the run); k is seeded. Every trial then compares with the reference:
+record of the run), and in the recipe (c) right after `train` saved its k-th checkpoint; k is
+seeded. Every trial then compares with the reference:
 
 - output: every stage's manifest (shard timings and the calls/cached split of LLM usage aside: a
   resumed shard finds some answers in the cache) and every shard's rows, row for row (ids, order,
@@ -52,12 +53,13 @@ ROOT = Path(__file__).resolve().parent.parent
 EVALDATA = ROOT.parent / "shared" / "evaldata"
 REQUEST_LOG = "FRET_FAKE_LLM_LOG"  # read by tests/fakes.py
 RERUN_TIMEOUT_S = 1800  # a rerun that hangs is a failed trial, not a stuck campaign
-AIM = "KILLTRIALS_AIM"  # an aimed trial: "record K" or "request K" (see LAUNCH)
+AIM = "KILLTRIALS_AIM"  # an aimed trial: "record K", "request K" or "checkpoint K" (see LAUNCH)
 
 # `fret run` with the tests' fake LLMs registered. An aimed trial wraps one function to SIGKILL the
 # process at its k-th call: `record_shard` (the runner's "done" marker, called after the shard's
-# rename) before it writes, or the fakes' `log_answered` (the backend has answered, the request
-# cache has not committed the batch yet) after it logs.
+# rename) before it writes; the fakes' `log_answered` (the backend has answered, the request
+# cache has not committed the batch yet) after it logs; the trainer's checkpoint `save` after it
+# (in the middle of `train`, which resumes from that checkpoint).
 LAUNCH = f"""
 import os, signal, sys
 sys.path.insert(0, {str(ROOT / 'tests')!r})
@@ -79,6 +81,9 @@ if where == "record":
     runner.record_shard = die_at_k(runner.record_shard, before=True)
 if where == "request":
     fakes.log_answered = e5_fakes.log_answered = die_at_k(fakes.log_answered, before=False)
+if where == "checkpoint":
+    import fret.parts.train.checkpoint as checkpoint
+    checkpoint.save = die_at_k(checkpoint.save, before=False)
 from fret.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -258,7 +263,7 @@ def compare(reference: Path, trial: Path) -> Comparison:
 @dataclass
 class Trial:
     pipeline: str
-    kind: str  # "timed" (SIGKILL from outside at `moment`), "request" or "record" (aimed, see LAUNCH)
+    kind: str  # "timed" (SIGKILL from outside at `moment`); aimed: "request", "record", "checkpoint"
     moment: float  # seconds after start (timed), or k: the request or shard record it died at
     killed: bool = False  # False: the run ended before the moment came
     at: str = ""  # the stage it was in when killed
@@ -280,6 +285,7 @@ class Reference:
     seconds: float
     requests: int
     records: int  # shards recorded in manifests (what a "record" kill picks from)
+    checkpoints: int  # training checkpoints saved (what a "checkpoint" kill picks from)
 
 
 def reference_run(pipeline: str, work: Path) -> Reference:
@@ -300,11 +306,15 @@ def reference_run(pipeline: str, work: Path) -> Reference:
                   for p in run.rglob(shards.MANIFEST) if "_cache" not in p.parts)
     shutil.rmtree(work / "reference", ignore_errors=True)
     run.rename(work / "reference")
-    return Reference(round(seconds, 1), len(keys), records)
+    checkpoints = 0
+    if pipeline == "recipe":  # `checkpoint_every` steps, the last step aside
+        steps = {s.split("=")[0]: int(s.split("=")[1]) for s in RECIPE if s.startswith("train.settings.")}
+        checkpoints = (steps["train.settings.max_steps"] - 1) // steps["train.settings.checkpoint_every"]
+    return Reference(round(seconds, 1), len(keys), records, checkpoints)
 
 
 def run_trial(pipeline: str, work: Path, kind: str, moment: float) -> Trial:
-    """One kill (timed: SIGKILL after `moment` s; aimed: at request or shard record `moment`), then
+    """One kill (timed: SIGKILL after `moment` s; aimed: at the `moment`-th event of its kind), then
     the same command until it exits 0 (at most 3 times), then the comparison."""
     run, log = work / "run", work / "trial.log"
     shutil.rmtree(run, ignore_errors=True)
@@ -370,11 +380,10 @@ def campaign(pipelines: list[str], trials: int, aimed: int, seed: int, work: Pat
         started, cpu = time.monotonic(), _children_cpu()
         ref = reference_run(pipeline, pdir)
         echo(f"{pipeline}: reference {ref.seconds} s, {ref.requests} LLM requests, {ref.records} shard records")
-        plan = [("timed", t) for t in moments(ref.seconds, trials, rng)]
-        # aimed kills alternate: after an answered request (where the run has LLM requests), at a record
-        kinds = ["request", "record"] if ref.requests else ["record"]
-        plan += [(kind, rng.randint(1, ref.requests if kind == "request" else ref.records))
-                 for kind in (kinds[i % len(kinds)] for i in range(aimed))]
+        # aimed kills first (a campaign cut short has them), each kind where the run has its event
+        counts = {"request": ref.requests, "record": ref.records, "checkpoint": ref.checkpoints}
+        plan = [(kind, rng.randint(1, n)) for kind, n in counts.items() if n for _ in range(aimed)]
+        plan += [("timed", t) for t in moments(ref.seconds, trials, rng)]
         entry = results["pipelines"][pipeline] = {"reference": asdict(ref), "trials": [], "seconds": ref.seconds,
                                                   "cpu_seconds": round(_children_cpu() - cpu, 1)}
         for kind, moment in plan:
@@ -418,11 +427,26 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def doc_rows(rows: list[dict]) -> str:
+    """The summary as rows of docs/reliability.md's table of every test."""
+    lines = []
+    for r in rows:
+        weights = f"; trained weights equal (torch.equal) in {r['weights_equal']}" if r["weights_equal"] else ""
+        lines.append(
+            f"| kill -9 trials: {r['pipeline']} (*slow*) | {r['trials']} ({r['kills']} killed) | SIGKILL at a "
+            f"random moment, after an answered LLM request, between a shard's rename and its record | "
+            f"{r['completed']}/{r['trials']}, {r['identical']} identical to uninterrupted{weights} | "
+            f"{r['rows_lost']} | {r['rows_duplicated']} | {r['repeated_requests']} ({r['in_flight_resent']} in "
+            f"flight, resent legitimately) | `python benchmarks/killtrials.py --pipelines {r['pipeline']}` |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pipelines", default=",".join(PIPELINES), help="comma-separated, of " + ", ".join(PIPELINES))
     ap.add_argument("--trials", type=int, default=10, help="timed kills per pipeline")
-    ap.add_argument("--aimed", type=int, default=2, help="aimed kills: after an answered LLM request, between a shard's rename and its record")
+    ap.add_argument("--aimed", type=int, default=1, help="aimed kills of each kind: after an answered LLM "
+                    "request, between a shard's rename and its record, after a training checkpoint")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=None, help="a scratch folder (default: a temporary one)")
     ap.add_argument("--json", type=Path, default=None, help="write every trial and the table here")
@@ -439,6 +463,7 @@ def main() -> None:
                        echo=lambda line: print(line, flush=True), save=save)
     save(results)
     print(table(results["summary"]))
+    print(doc_rows(results["summary"]))
     print(f"{results['seconds']} s in all; work folder {work}")
     bad = [r for r in results["summary"] if r["identical"] != r["trials"] or r["rows_lost"]
            or r["rows_duplicated"] or r["repeated_requests"]]
