@@ -8,6 +8,7 @@ question. settings.extra:
                      retry, which has another seed, may succeed)
   english_only: true every text in English whatever the prompt asks (language-check rejects)
   crash_after: n     raise KeyboardInterrupt once n requests were answered (a kill mid-stage)
+FRET_FAKE_LLM_LOG logs every answered request, as in tests/fakes.py.
 The real-model tests cover what the answers mean.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ import hashlib
 import json
 import re
 
+from fakes import log_answered
 from fret.parts.llm.base import BACKENDS, LLM, Generation
 
 SENTENCES = {
@@ -86,6 +88,7 @@ class E5FakeLLM(LLM):
                 raise KeyboardInterrupt("simulated crash")
             E5FakeLLM.sent.append(r)
             out.append(Generation(text=self._text(r), prompt_tokens=50, completion_tokens=20))
+            log_answered(self, r)
         return out
 
 

@@ -12,6 +12,21 @@ import time
 from pathlib import Path
 
 from fret.parts.llm.base import BACKENDS, LLM, Generation, Loglik
+from fret.parts.llm.cache import request_key
+
+REQUEST_LOG = "FRET_FAKE_LLM_LOG"  # a file: every answered request's cache key, one per line
+
+
+def log_answered(llm: LLM, request) -> None:
+    """Count an answer at the backend, in a file that outlives a kill -9 of the process.
+
+    Opened in append mode per line: each line is one write(2), already in the OS when the process
+    dies, and the key is the request cache's, so a log line can be matched against the cache.
+    """
+    path = os.environ.get(REQUEST_LOG)
+    if path:
+        with open(path, "a") as f:
+            f.write(request_key(llm.identity(), request) + "\n")
 
 
 def _unit(*parts: str) -> float:
@@ -28,6 +43,8 @@ class FakeLLM(LLM):
     {"delay": seconds} sleeps before each answer (to give a test time to kill something);
     {"kill_once": {"marker": path, "after": n}}: the process kills itself with SIGKILL at its n-th
     request, once per marker file (a Ray worker dying mid-shard; never use it in-process).
+The environment variable FRET_FAKE_LLM_LOG names a file that logs every answered request (both
+fakes), so a test counts at the backend what a killed process had asked.
     """
     name = "fake"
     sent: list = []  # every request the backend answered, across instances
@@ -62,6 +79,7 @@ class FakeLLM(LLM):
             else:
                 text = f" Given a question, find a passage that answers it\nQuery: {' '.join(passage[1:4])} ?"
             out.append(Generation(text=text, prompt_tokens=len(r.prompt.split()), completion_tokens=8))
+            log_answered(self, r)
         return out
 
     def _loglik(self, batch):
@@ -72,6 +90,7 @@ class FakeLLM(LLM):
             out.append(Loglik(logprobs=[-10 * _unit(r.prompt, c) for c in r.continuations],
                               n_tokens=[len(re.findall(r"\w+", c)) for c in r.continuations],
                               prompt_tokens=len(r.prompt.split())))
+            log_answered(self, r)
         return out
 
 
