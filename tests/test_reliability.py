@@ -95,6 +95,18 @@ def test_damaged_shard_of_the_resumed_stage_is_redone(run_dir, capsys, damage):
     assert shards.load_manifest(run_dir / "corpus")["complete"]
 
 
+def test_temporary_files_of_a_killed_attempt_are_swept_on_resume(run_dir):
+    """A kill during a write leaves NAME.PID-RANDOM.tmp; the next command removes it."""
+    stray = [run_dir / "corpus" / "part-00001.parquet.4242-deadbeef.tmp",
+             run_dir / "corpus" / shards.REJECTS / "part-00001.parquet.4242-deadbeef.tmp"]
+    for path in stray:
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"half a shard")
+    before = stage_rows(run_dir, "corpus")
+    assert gen("corpus", run_dir) == 0
+    assert not any(path.exists() for path in stray) and stage_rows(run_dir, "corpus") == before
+
+
 @pytest.mark.parametrize("damage", ALTERED)
 def test_damaged_upstream_stops_before_restart_deletes_anything(run_dir, capsys, damage):
     sample_before = stage_rows(run_dir, "sample")

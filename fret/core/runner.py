@@ -109,6 +109,10 @@ def _drop_damaged(ctx: RunContext, stage_dir: Path, manifest: dict) -> None:
     """Forget (and delete) damaged shards of the stage being resumed, so they are redone; their
     checksums are verified, as the next stage (or the user) reads them next."""
     ctx.verified.add(stage_dir.name)
+    # Temporary files left by a killed attempt: this command holds the run lock and has not
+    # started a worker yet, so no live writer owns them.
+    for tmp in [*stage_dir.glob("*.tmp"), *(stage_dir / shards.REJECTS).glob("*.tmp")]:
+        tmp.unlink(missing_ok=True)
     for name, problem in sorted(shards.damaged_shards(stage_dir, manifest, verify=True).items()):
         warn(f"{stage_dir / name} is damaged ({problem}); redoing it")
         del manifest["shards"][name]
