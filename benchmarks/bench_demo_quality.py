@@ -77,7 +77,18 @@ def measure(name: str, run: Path, stage: str) -> dict:
         out["copies_passage"] = retries.get("retry_copies_passage", 0)
     if name == "e5":
         out["valid_by_group"] = dict(sorted(Counter(r["group"] for r in rows).items()))
+        # A first attempt that failed to parse or validate left a retry or a reject with a
+        # parse/schema reason; the language check is the model's skill, counted apart.
+        parse = sum(n for k, n in counts.items() if k.startswith(("retry_", "rejected_"))
+                    and k.split("_", 1)[1].startswith(PARSE_REASONS))
+        out["first_attempt_parsed_at_least"] = max(rows_in - parse, 0)
+        out["language_retries"] = sum(n for k, n in retries.items() if "wrong_language" in k)
     return out
+
+
+# E5 answer problems that are about the JSON and its schema (fret/stages/e5/records.py)
+PARSE_REASONS = ("no_json", "invalid_json", "missing_field", "identical_texts", "not_an_object",
+                 "invalid_field")
 
 
 def run_demo(name: str, work: Path) -> dict:
@@ -120,7 +131,9 @@ def main() -> int:
                 line += f", task_defaulted {r['task_defaulted']}, copies passage {share(r['copies_passage'], r['answers'])}"
             print(line)
             if name == "e5":
-                print(f"{'':<12} valid by group {r['valid_by_group']}")
+                print(f"{'':<12} valid by group {r['valid_by_group']}; first attempt parsed and "
+                      f"schema-valid: at least {share(r['first_attempt_parsed_at_least'], r['requests'])}"
+                      f"; retries for the wrong language {r['language_retries']}")
             print(f"{'':<12} retries {r['retries_by_reason']} rejected {r['rejected_by_reason']}")
     return 0
 
