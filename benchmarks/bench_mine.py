@@ -96,10 +96,10 @@ def child_st(run_dir: Path, out: Path, args, use_faiss: bool) -> None:
     id_of = {}
     for p in passages:  # duplicate texts: st dedups the corpus, so keep the first id
         id_of.setdefault(p["text"], p["id"])
-    negatives = {}
     columns = [c for c in mined.column_names if c.startswith("negative")]
-    for q, row in zip(queries, mined):  # n-tuple keeps the dataset's row order
-        negatives[q["id"]] = [id_of[row[c]] for c in columns]
+    # st mines once per distinct query text (all its positives excluded) and drops rows it cannot
+    # fill: its rows are matched by their anchor text, not by position
+    negatives = {row["query"]: [id_of[row[c]] for c in columns] for row in mined}
     out.write_text(json.dumps({"seconds": seconds, "negatives": negatives}))
 
 
@@ -118,15 +118,25 @@ def measure(argv: list[str], env: dict) -> tuple[float, float]:
     return wall, usage.ru_maxrss / 1024  # Linux: KiB
 
 
-def fret_candidates(run_dir: Path) -> dict[str, list[str]]:
+def fret_candidates(run_dir: Path, queries: list[dict]) -> dict[str, list[str]]:
+    """Query text -> fret's neighbours without any positive of that text (as st counts them)."""
     from fret.core import shards
-    return {r["id"]: [c for c in r["candidate_ids"] if c != r["passage_id"]]
-            for _, rows in shards.iter_stage_rows(run_dir / "mine") for r in rows}
+    text_of = {q["id"]: q["text"] for q in queries}
+    positives: dict[str, set] = {}
+    for q in queries:
+        positives.setdefault(q["text"], set()).add(q["passage_id"])
+    out = {}
+    for _, rows in shards.iter_stage_rows(run_dir / "mine"):
+        for r in rows:
+            text = text_of[r["id"]]
+            out.setdefault(text, [c for c in r["candidate_ids"] if c not in positives[text]])
+    return out
 
 
-def overlap(fret: dict, st: dict, k: int) -> float:
-    """Mean |fret's first k - st's k| / k over queries (1.0: the same neighbours)."""
-    return sum(len(set(fret[q][:k]) & set(ids)) / k for q, ids in st.items()) / len(st)
+def overlap(fret: dict, st: dict, k: int) -> tuple[float, float]:
+    """(mean |fret's first k & st's k| / k, share of identical lists) over st's queries."""
+    sets = sum(len(set(fret[q][:k]) & set(ids)) / k for q, ids in st.items()) / len(st)
+    return sets, sum(fret[q][:k] == ids for q, ids in st.items()) / len(st)
 
 
 def main() -> None:
@@ -170,7 +180,8 @@ def main() -> None:
                         *sys.argv[1:]]
                 wall, rss = measure(argv, env)
                 inner = json.loads(out.read_text())
-                results[who] = fret_candidates(run_dir) if who == "fret" else inner["negatives"]
+                results[who] = (fret_candidates(run_dir, queries) if who == "fret"
+                                else inner["negatives"])
                 print(f"  round {rep + 1} {who:>8}: wall {wall:7.1f} s (work {inner['seconds']:6.1f} s), "
                       f"peak RSS {rss:7.0f} MiB", flush=True)
                 old = best.get(who, (float("inf"),) * 3)
@@ -185,8 +196,9 @@ def main() -> None:
         o = best[who]
         print(f"  {who} / fret: wall {o[0] / f[0]:.2f}x faster (target >= 1.5), "
               f"peak RSS fret / {who} {f[2] / o[2]:.2f} (target <= 0.5)")
-        print(f"  agreement with {who}: mean overlap of the {args.top_n - 1} neighbours "
-              f"{overlap(results['fret'], results[who], args.top_n - 1):.4f}")
+        sets, same = overlap(results["fret"], results[who], args.top_n - 1)
+        print(f"  agreement with {who} over {len(results[who])} distinct queries: mean overlap of "
+              f"the {args.top_n - 1} neighbours {sets:.4f}, identical lists {same:.1%}")
 
 
 if __name__ == "__main__":
