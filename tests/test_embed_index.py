@@ -150,3 +150,24 @@ def test_recall_on_a_few_thousand_passages(embedder, tmp_path_factory):
     for kind, floor in (("ivf", 0.85), ("hnsw", 0.95)):
         ids = build_index(vectors, IndexSettings(kind=kind)).search(queries, 10)[1]
         assert recall_at(ids, truth) >= floor, kind
+
+
+def test_vector_matrix_reads_arrow_vectors_as_to_pylist_does(tmp_path):
+    """mine reads the embed shards' vectors straight from Arrow; the same numbers as the slow
+    way, for a whole multi-chunk column, a slice (what a sharded index reads) and no rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from fret.stages.shared.embed import EMBEDDING_SCHEMA
+    from fret.stages.shared.mine import vector_matrix
+
+    rng = np.random.default_rng(0)
+    rows = [{"id": str(i), "vector": v} for i, v in enumerate(rng.standard_normal((7, 5)).astype(np.float32))]
+    for k, part in enumerate((rows[:3], rows[3:])):
+        pq.write_table(pa.Table.from_pylist(part, schema=EMBEDDING_SCHEMA), tmp_path / f"p{k}.parquet")
+    column = pa.concat_tables([pq.read_table(tmp_path / f"p{k}.parquet") for k in (0, 1)])["vector"]
+    assert column.num_chunks == 2
+    slow = np.asarray(column.to_pylist(), dtype=np.float32)
+    assert vector_matrix(column).dtype == np.float32
+    np.testing.assert_array_equal(vector_matrix(column), slow)
+    np.testing.assert_array_equal(vector_matrix(column.slice(2, 4)), slow[2:6])
+    assert vector_matrix(column.slice(0, 0)).shape[0] == 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
+import pyarrow as pa
 from pydantic import Field, model_serializer
 
 from ...core import shards
@@ -20,6 +21,16 @@ from ...core.stage import ShardOutput, Stage
 from ...parts.index import IndexSettings, build_index
 from ...parts.sharded_index import search_sharded
 from .embed import make_embedder
+
+
+def vector_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """An embed shard's `vector` column as one (n, dim) float32 array, straight from Arrow's
+    buffers: to_pylist would make n * dim Python floats first (~250 MB for 20k x 384)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks else pa.array([], column.type)
+    n = len(column)
+    flat = column.flatten().to_numpy(zero_copy_only=False)  # (n * dim,)
+    return flat.astype(np.float32, copy=False).reshape(n, -1 if n else 0)
 
 
 class MineSettings(Section):
@@ -50,7 +61,7 @@ class MineStage(Stage):
         self.index = None
         if rows is None or len(self.ids) <= rows:
             table = self.ctx.read_stage_table("embed")
-            vectors = np.asarray(table["vector"].to_pylist(), dtype=np.float32)  # (n_passages, dim)
+            vectors = vector_matrix(table["vector"])  # (n_passages, dim)
             self.index = build_index(vectors, self.settings.index)
         self.embedder = make_embedder(self.ctx.config.embed)
 
@@ -63,7 +74,7 @@ class MineStage(Stage):
             if start < hi and start + n > lo:
                 table = shards.read_table(path, columns=["vector"]).slice(max(lo - start, 0))
                 table = table.slice(0, min(hi, start + n) - max(lo, start))
-                parts.append(np.asarray(table["vector"].to_pylist(), dtype=np.float32))
+                parts.append(vector_matrix(table["vector"]))
             start += n
         return np.concatenate(parts)  # (hi - lo, dim)
 
