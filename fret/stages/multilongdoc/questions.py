@@ -33,11 +33,12 @@ from ..shared.ask import Ask, ask_all, request_seed
 DEFAULT_TASK = "Given a question, retrieve the long document that answers it"
 _PREFIX = re.compile(r"^\s*(?:\*\*)?(?:question|q|问题)\s*[:：]\s*(?:\*\*)?\s*", re.I)
 _QUOTES = "\"'“”‘’「」`"
-# One line of at most 32 words, one question mark, at its end. The word bound matters: with an
-# unbounded line SmolLM2 ran past `max_tokens` (96) before it asked anything, and a cut answer has
-# no question mark; 32 words fit the budget. (Bounded in words, not characters: a {1,200}
-# character repeat takes seconds to compile, this one milliseconds.)
-QUESTION_REGEX = r"([^\n?？ ]+ ){0,31}[^\n?？ ]+[?？]"
+# One line of at most 24 words of at most 24 characters, one question mark, at its end. The
+# bounds matter: with an unbounded line SmolLM2 ran past `max_tokens` (96) before it asked
+# anything, and a cut answer has no question mark; with words bounded in number only, it wrote
+# one endless "word" without spaces instead. (A question in a language written without spaces
+# must put one every 24 characters; raise the bound in `regex` for such data.)
+QUESTION_REGEX = r"([^\n?？ ]{1,24} ){0,23}[^\n?？ ]{1,24}[?？]"
 
 
 class QuestionsSettings(Section):
