@@ -4,6 +4,7 @@ Real documents (CPython's help topics, a JSONL file), real MiniLM + FAISS for th
 negatives; the fake LLM of e5_fakes.py for control flow, the bundled SmolLM2 for the real run.
 """
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from fret.core.runner import open_run, run_pipeline
 from fret.parts.prompts import load_template
 from fret.stages.e5.records import Invalid
 from fret.stages.multilongdoc.export import segment_starts, shuffle_three_segments
-from fret.stages.multilongdoc.questions import cut_words, is_prose, paragraphs, parse_question
+from fret.stages.multilongdoc.questions import (QUESTION_REGEX, QUESTION_REGEX_ZH, QuestionsSettings,
+                                               cut_words, is_prose, paragraphs, parse_question)
 
 PIPELINE = Path(__file__).resolve().parent.parent / "pipelines" / "multilongdoc.yaml"
 FAKE = ["llm.backend=e5fake", "longdocs.min_tokens=1500", "longdocs.docs_per_shard=4"]
@@ -174,6 +176,18 @@ def test_any_corpus_source_and_chinese_prompt(tmp_path):
     prompts = [r.messages[-1][1] for r in e5_fakes.E5FakeLLM.sent]
     assert sum(p.startswith("你是一个好奇的 AI 助手") for p in prompts) == 1
     assert sum(p.startswith(EN_PROMPT) for p in prompts) == 1
+    # Each language's answer form: Chinese has no spaces to count words by.
+    regex_of = {r.messages[-1][1][:3]: r.regex for r in e5_fakes.E5FakeLLM.sent}
+    assert regex_of["你是一"] == QUESTION_REGEX_ZH and regex_of[EN_PROMPT[:3]] == QUESTION_REGEX
+
+
+def test_question_regex_per_language_or_one_for_all():
+    assert re.fullmatch(QUESTION_REGEX_ZH, "长文档检索需要模型理解整篇文章的哪些内容？")
+    assert not re.fullmatch(QUESTION_REGEX, "What does it build？")  # English ends with "?"
+    assert QuestionsSettings(regex="a+\\?").regex == {"en": "a+\\?"}
+    assert QuestionsSettings(regex=None).regex is None
+    with pytest.raises(ValueError, match="'en' entry"):
+        QuestionsSettings(regex={"zh": "x"})
 
 
 @pytest.mark.slow  # the bundled SmolLM2 on 2 shared CPU cores: minutes
@@ -186,5 +200,5 @@ def test_bundled_model_questions_or_counted_rejects(tmp_path):
     assert m["rows_in"] >= 5
     assert m["rows_out"] + sum(m["rejected"].values()) == m["rows_in"]
     for q in rows_of(tmp_path, "questions"):
-        assert q["query"].endswith("?") and q["query"].count("?") == 1
+        assert q["query"].endswith("?") and q["query"].count("?") == 1, q["query"]
     assert len(rows_of(tmp_path, "export")) == m["rows_out"]

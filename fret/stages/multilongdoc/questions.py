@@ -5,7 +5,7 @@ A paragraph of each document is drawn (seeded by the document id) among its para
 whose lines are mostly indented (code, grammar rules in the Python docs) are skipped. The
 paragraph, cut to `max_paragraph_words`, goes after BGE-M3's prompt, quoted as given
 (PAPERS.md): the English one, or the Chinese one for documents whose language is `zh`.
-The request carries `regex` (default: one line ending at its only question mark), which
+The request carries `regex` (default: one line ending at its only question mark, per language), which
 backends with constrained decoding enforce; `grammar` (EBNF) replaces it where set. Every answer
 is checked all the same: one that is not one question is asked again (bounded), then rejected
 with its reason:
@@ -19,7 +19,7 @@ import re
 from collections import Counter
 from typing import Optional
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ...core.config import Section
 from ...core.records import Query, schema_of, stable_id
@@ -36,9 +36,11 @@ _QUOTES = "\"'“”‘’「」`"
 # One line of at most 24 words of at most 24 characters, one question mark, at its end. The
 # bounds matter: with an unbounded line SmolLM2 ran past `max_tokens` (96) before it asked
 # anything, and a cut answer has no question mark; with words bounded in number only, it wrote
-# one endless "word" without spaces instead. (A question in a language written without spaces
-# must put one every 24 characters; raise the bound in `regex` for such data.)
-QUESTION_REGEX = r"([^\n?？ ]{1,24} ){0,23}[^\n?？ ]{1,24}[?？]"
+# one endless "word" without spaces instead. The mark is the ASCII one: allowed a full-width
+# "？" as well, SmolLM2 ended English questions with it. Chinese is written without spaces, so
+# its question is bounded in characters instead, and may end with either mark.
+QUESTION_REGEX = r"([^\n? ]{1,24} ){0,23}[^\n? ]{1,24}\?"
+QUESTION_REGEX_ZH = r"[^\n?？]{1,64}[?？]"
 
 
 class QuestionsSettings(Section):
@@ -53,8 +55,23 @@ class QuestionsSettings(Section):
     temperature: float = 0.0
     retry_temperature: float = 0.8
     limit: Optional[int] = Field(None, ge=1)  # documents per shard, for small demos
-    regex: Optional[str] = QUESTION_REGEX  # the answer's form, enforced while decoding; null = off
+    # The answer's form per language (as `templates`: "en" serves every language without its
+    # own), enforced while decoding; one string = the same for all; null = off.
+    regex: Optional[dict[str, str]] = {"en": QUESTION_REGEX, "zh": QUESTION_REGEX_ZH}
     grammar: Optional[str] = None  # an EBNF grammar (`root ::= ...`); when set, used instead of regex
+
+    @field_validator("regex", mode="before")
+    @classmethod
+    def _one_for_all(cls, v):
+        return {"en": v} if isinstance(v, str) else v
+
+    @field_validator("regex")
+    @classmethod
+    def _has_en(cls, v):
+        if v is not None and "en" not in v:
+            raise ValueError("questions.regex needs an 'en' entry (used for every language "
+                             "without its own)")
+        return v
 
 
 class MLDQuestion(Query):
@@ -143,7 +160,8 @@ class QuestionsStage(Stage):
             max_tokens=s.max_tokens,
             temperature=s.temperature if attempt == 0 else s.retry_temperature,
             seed=request_seed(self.ctx.seed, doc["id"], attempt),
-            regex=None if s.grammar else s.regex, grammar=s.grammar)
+            regex=None if s.grammar or s.regex is None else s.regex.get(lang, s.regex["en"]),
+            grammar=s.grammar)
 
     def process(self, index: int) -> ShardOutput:
         s = self.settings
