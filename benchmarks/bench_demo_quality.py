@@ -69,7 +69,7 @@ def measure(name: str, run: Path, stage: str) -> dict:
     retries = {k: v for k, v in counts.items() if k.startswith("retry_")}
     out = {"requests": rows_in, "kept": rows_out, "answers": answers,
            "valid_answers": answers - sum(retries.values()) - counts.get("prompt_too_long", 0),
-           "first_attempt_valid": sum(1 for r in rows if r.get("attempts") == 1),
+           "first_attempt_valid": counts.get("first_valid", 0),
            "retries_by_reason": retries,
            "rejected_by_reason": {k[9:]: v for k, v in counts.items() if k.startswith("rejected_")}}
     if name == "fret":
@@ -77,21 +77,17 @@ def measure(name: str, run: Path, stage: str) -> dict:
         out["copies_passage"] = retries.get("retry_copies_passage", 0)
     if name == "e5":
         out["valid_by_group"] = dict(sorted(Counter(r["group"] for r in rows).items()))
-        # A first attempt that failed to parse or validate left a retry or a reject with a
-        # parse/schema reason; the language check is the model's skill, counted apart.
-        parse = sum(n for k, n in counts.items() if k.startswith(("retry_", "rejected_"))
-                    and k.split("_", 1)[1].startswith(PARSE_REASONS))
-        out["first_attempt_parsed_at_least"] = max(rows_in - parse, 0)
+        # First attempts that parsed and met the schema: the valid ones and those that failed
+        # only the language check (the model's skill, counted apart).
+        out["first_attempt_parsed"] = counts.get("first_valid", 0) + sum(
+            n for k, n in counts.items() if k.startswith("first_invalid_wrong_language"))
+        out["first_attempt_invalid_by_reason"] = {k[14:]: n for k, n in counts.items()
+                                                  if k.startswith("first_invalid_")}
         out["language_retries"] = sum(n for k, n in retries.items() if "wrong_language" in k)
     return out
 
 
-# E5 answer problems that are about the JSON and its schema (fret/stages/e5/records.py)
-PARSE_REASONS = ("no_json", "invalid_json", "missing_field", "identical_texts", "not_an_object",
-                 "invalid_field")
-
-
-def run_demo(name: str, work: Path) -> dict:
+def run_demo(name: str, work: Path, kinds: list[str], before_results: dict) -> dict:
     file, before, stage, off = DEMOS[name]
     pipeline = ROOT / "pipelines" / file
     on_run, off_run = work / f"{name}-on", work / f"{name}-off"
@@ -100,9 +96,14 @@ def run_demo(name: str, work: Path) -> dict:
     if not (off_run / before[-1] / "_manifest.json").exists():
         shutil.rmtree(off_run, ignore_errors=True)
         shutil.copytree(on_run, off_run, ignore=shutil.ignore_patterns(stage, ".lock"))
-    generate(pipeline, stage, on_run, [])
-    generate(pipeline, stage, off_run, off)
-    return {"constrained": measure(name, on_run, stage), "free": measure(name, off_run, stage)}
+    out = dict(before_results)
+    if "constrained" in kinds:
+        generate(pipeline, stage, on_run, [])
+        out["constrained"] = measure(name, on_run, stage)
+    if "free" in kinds:
+        generate(pipeline, stage, off_run, off)
+        out["free"] = measure(name, off_run, stage)
+    return out
 
 
 def share(part: int, whole: int) -> str:
@@ -113,16 +114,20 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", type=Path, default=Path("/tmp/fret-bench-demo"))
     p.add_argument("--pipelines", default="fret,e5,mld")
+    p.add_argument("--kinds", default="free,constrained",
+                   help="which halves to (re)run; the other's last result is kept")
     args = p.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     results_path = args.work / "RESULTS.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     for name in args.pipelines.split(","):
-        results[name] = run_demo(name, args.work)
+        results[name] = run_demo(name, args.work, args.kinds.split(","), results.get(name, {}))
         results_path.write_text(json.dumps(results, indent=2))
     for name, both in results.items():
         print(f"\n== {name} ({DEMOS[name][2]}) ==")
         for kind in ("free", "constrained"):
+            if kind not in both:
+                continue
             r = both[kind]
             line = (f"{kind:<12} kept {share(r['kept'], r['requests'])}, valid on first attempt "
                     f"{share(r['first_attempt_valid'], r['requests'])}, valid answers "
@@ -132,8 +137,9 @@ def main() -> int:
             print(line)
             if name == "e5":
                 print(f"{'':<12} valid by group {r['valid_by_group']}; first attempt parsed and "
-                      f"schema-valid: at least {share(r['first_attempt_parsed_at_least'], r['requests'])}"
-                      f"; retries for the wrong language {r['language_retries']}")
+                      f"schema-valid: {share(r['first_attempt_parsed'], r['requests'])} (invalid by "
+                      f"reason {r['first_attempt_invalid_by_reason']}); retries for the wrong "
+                      f"language {r['language_retries']}")
             print(f"{'':<12} retries {r['retries_by_reason']} rejected {r['rejected_by_reason']}")
     return 0
 

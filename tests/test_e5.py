@@ -109,6 +109,8 @@ def test_malformed_answers_retried_then_rejected_with_reason(tmp_path):
     assert m["rejected"]["invalid_json"] == len(rejects)
     assert m["rows_out"] + len(rejects) == m["rows_in"]  # nothing lost
     assert m["counts"]["retry_invalid_json"] > len(rejects)  # some recovered on their retry
+    first = m["counts"]["first_valid"] + sum(n for k, n in m["counts"].items() if k.startswith("first_invalid_"))
+    assert first == m["rows_in"] - m["counts"].get("prompt_too_long", 0)
     assert any(r["attempts"] == 2 for r in rows_of(tmp_path, "examples"))
 
 

@@ -36,7 +36,7 @@ HASHES = {
     "fret": {"corpus": "fddd5e850616ef60", "sample": "2816312016325f14", "queries": "1e6144ca9b1c1078",
              "embed": "db2344a2bcf932c0", "mine": "7703862e6a5f8ab9", "rerank": "965700fa753cb769",
              "export": "e149c7c1b20805e0"},
-    "e5": {"brainstorm": "9a20e47ee570adb1", "examples": "ee6e57b29562297a", "export": "3bc3b5c1bdbb6809"},
+    "e5": {"brainstorm": "9a20e47ee570adb1", "examples": "1c4c304b0e766ee4", "export": "44a2e3073f883ce5"},
     "multilongdoc": {"longdocs": "9cc4843e79eccaad", "questions": "e1ad1607bd25dda8",
                      "embed": "ebca306a52b45ab9", "mine": "5df4ba3cf87b442b", "export": "8871264830505dd7"},
     "mixture": {"convert": "2b60a824b72ededb", "mix": "63d4991842bc68af"},

@@ -15,7 +15,7 @@ from fret.core.runner import open_run, run_pipeline
 from fret.parts.llm import GenerateRequest, LLMSettings, make_llm
 from fret.parts.prompts import load_template
 from fret.stages.e5.brainstorm import parse_task_list, task_list_schema
-from fret.stages.e5.records import GROUPS
+from fret.stages.e5.records import GROUPS, answer_schema
 from fret.stages.fret.queries import DEFAULT_TASK_TYPES, QUERY_REGEX, parse_answer
 from fret.stages.multilongdoc.questions import QUESTION_REGEX, parse_question
 
@@ -30,9 +30,15 @@ def test_e5_requests_carry_each_groups_schema(tmp_path):
     sent = e5_fakes.E5FakeLLM.sent
     brainstorm = [r for r in sent if r.messages[-1][1].startswith("Brainstorm a list")]
     assert len(brainstorm) == len(GROUPS) and {r.json_schema for r in brainstorm} == {task_list_schema(20, 4)}
-    schemas = {json.dumps(g.model.model_json_schema(), sort_keys=True) for g in GROUPS.values()}
+    schemas = {answer_schema(g) for g in GROUPS}
     examples = [r for r in sent if r not in brainstorm]
     assert len(examples) >= len(GROUPS) and {r.json_schema for r in examples} == schemas
+
+
+def test_answer_schemas_keep_the_prompts_field_order():
+    # Schema-enforcing decoders write properties in the order given: the query comes first.
+    for name, group in GROUPS.items():
+        assert tuple(json.loads(answer_schema(name))["properties"]) == group.roles
 
 
 def test_mld_questions_and_fret_queries_carry_their_regex(tmp_path):

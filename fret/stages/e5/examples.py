@@ -26,7 +26,7 @@ from ...parts.llm import GenerateRequest
 from ...parts.prompts import load_template
 from ..shared.ask import Ask, ask_all, request_seed
 from .attributes import NUM_WORDS, default_language_weights, language_name, sample_attributes
-from .records import GROUPS, Example, Invalid, first_json, validate
+from .records import GROUPS, Example, Invalid, answer_schema, first_json, validate
 
 
 class LanguageCheck(Section):
@@ -89,7 +89,7 @@ class ExamplesStage(Stage):
     def fingerprint(self) -> dict:
         from importlib.metadata import version
         return {"templates": {g: t.hash for g, t in self.templates.items()},
-                "langid": version("langid")}
+                "schemas": {g: answer_schema(g) for g in GROUPS}, "langid": version("langid")}
 
     def _request(self, task: dict, attrs: dict, key: str, attempt: int) -> GenerateRequest:
         s = self.settings
@@ -97,7 +97,7 @@ class ExamplesStage(Stage):
         prompt = self.templates[group].render(
             task=task["task"], **attrs, language_name=language_name(attrs["language"]),
             target_language_name=language_name(attrs.get("target_language") or "")).strip()
-        schema = json.dumps(GROUPS[group].model.model_json_schema(), sort_keys=True)
+        schema = answer_schema(group)
         return GenerateRequest(
             prompt=None if s.chat else prompt, messages=(("user", prompt),) if s.chat else None,
             max_tokens=s.max_tokens, top_p=s.top_p,

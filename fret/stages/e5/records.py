@@ -98,6 +98,13 @@ GROUPS: dict[str, Group] = {
 }
 
 
+def answer_schema(group: str) -> str:
+    """The group's answer as a JSON schema, its properties in the prompt's order (the models'
+    field order). Decoders that enforce a schema write the properties in the order given: sorted,
+    they had the model write the hard negative first and the query last, after the documents."""
+    return json.dumps(GROUPS[group].model.model_json_schema())
+
+
 def first_json(text: str, opener: str):
     """The first JSON value starting with `opener` in an answer, fences and chatter around it
     ignored. first_json('Sure! ```json\\n["a", "b"]\\n```', '[') -> ['a', 'b']"""

@@ -7,6 +7,10 @@ cache). After `max_attempts`, the last failure's reason and raw answer are retur
 reject file. Requests carry the stage's constraint (JSON schema, regex or EBNF grammar) so that
 backends that can enforce it do; every answer is parsed and validated here all the same. A
 constraint the backend cannot compile stops the stage with an error naming it.
+
+Counts: `attempts` (requests sent), `retry_<reason>` (every invalid answer, by reason),
+`first_valid` and `first_invalid_<reason>` (how the first attempts fared: how good the LLM is at
+the stage's form, before retries hide it).
 """
 from __future__ import annotations
 
@@ -78,7 +82,10 @@ def ask_all(llm, asks: list[Ask], max_attempts: int, counts: Counter,
             except Invalid as err:
                 failures[ask.key] = Failure(err.reason, err.detail, gen.text)
                 counts[f"retry_{err.reason.split(':')[0]}"] += 1
+                if attempt == 0:
+                    counts[f"first_invalid_{err.reason.split(':')[0]}"] += 1
                 continue
+            counts["first_valid"] += attempt == 0
             answers[ask.key] = Answer(value, gen.text, attempt + 1)
             failures.pop(ask.key, None)
             del pending[ask.key]
