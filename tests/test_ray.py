@@ -93,6 +93,11 @@ def test_fret_under_ray_equals_local(cluster, local_fret, tmp_path):
     rerank = shards.load_manifest(tmp_path / "rerank")["shards"]
     assert all(e["node"] and e["worker"] for e in rerank.values())
     assert len({e["worker"] for e in rerank.values()}) == 2  # a pool of two actors shared the shards
+    # One actor made the model stages before it, one after the other, keeping its models.
+    made_by = {s: {e["worker"] for e in shards.load_manifest(tmp_path / s)["shards"].values()}
+               for s in ("queries", "embed", "mine")}
+    assert len(made_by["queries"]) == 1 and made_by["queries"] == made_by["embed"] == made_by["mine"]
+    assert made_by["mine"] < {e["worker"] for e in rerank.values()}
     # Models are loaded once per actor: the two rerank actors wrote one cache file each.
     assert len(list((tmp_path / "_cache").glob("llm-*.sqlite"))) >= 2
     assert results["export"]["totals"]["rows_out"] == 12
@@ -138,8 +143,9 @@ def test_actor_ended_by_ray_kill_is_replaced_and_output_identical(cluster, local
     def kill_the_rerank_actor():  # once it has made a shard: ray.kill, no restart
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and not killed:
+            # The live actors of this driver: the one making rerank's shards, then.
             names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-                     if "-rerank-" in a["name"]]
+                     if a["name"].startswith(f"fret-{os.getpid()}-")]
             if names and shards.load_manifest(run_dir / "rerank").get("shards"):
                 ray.kill(ray.get_actor(names[0], namespace=None))
                 killed.append(names[0])

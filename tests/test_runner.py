@@ -16,6 +16,7 @@ from fret.core.config import load_pipeline
 from fret.core.errors import ConfigError
 from fret.core.runner import open_run, run_pipeline, run_stage
 from fret.core.stage import StageError
+from fret.parts.embed import Embedder
 
 PIPELINE = Path(__file__).resolve().parent.parent / "pipelines" / "fret.yaml"
 SMALL = ["llm.backend=fake", "corpus.sources.0.limit=120", "sample.size=12", "sample.shard_size=4",
@@ -26,11 +27,22 @@ def rows_of(run_dir: Path, stage: str) -> list[dict]:
     return [r for _, rows in shards.iter_stage_rows(run_dir / stage) for r in rows]
 
 
+EMBEDDER_LOADS = []
+
+
 @pytest.fixture(scope="module")
 def clean_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("clean")
     fakes.FakeLLM.sent.clear()
-    run_pipeline(open_run(PIPELINE, run_dir, SMALL), progress=False)
+    real = Embedder.__init__
+
+    def counted(self, *args, **kwargs):
+        EMBEDDER_LOADS.append(args)
+        real(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Embedder, "__init__", counted)
+        run_pipeline(open_run(PIPELINE, run_dir, SMALL), progress=False)
     return run_dir, len(fakes.FakeLLM.sent)
 
 
@@ -51,6 +63,7 @@ def test_pipeline_output_and_invariants(clean_run):
     assert m["complete"] and m["totals"]["rows_out"] == 12
     assert m["totals"]["llm"]["calls"] == 12 * 5 * 2  # one QL and one RC request per pair
     assert (run_dir / "settings.yaml").exists()
+    assert len(EMBEDDER_LOADS) == 1  # embed and mine share the seed embedder: loaded once
 
 
 def test_rerun_is_a_no_op(clean_run):

@@ -9,8 +9,12 @@ executor's, and a killed driver resumes like a killed local run.
 
 A stage that holds a model (`Stage.uses_model`: the LLM stages, embed, mine) runs on a pool of
 actors, each building the stage and running `setup()` once, then `process(index)` shard after
-shard. Other stages run as plain Ray tasks. Stages that must stay in the driver (sub-runs,
-training) run there through the local runner.
+shard. The pool outlives the stage: the next model stage asking for the same resources per
+worker gets the same actors, which keep their models (FRet's queries, embed, mine and rerank
+load SmolLM2 and MiniLM once per actor, not once per stage). Any other stage first ends the
+pool, since idle actors hold CPUs and GPUs that its tasks need. Other stages run as plain Ray
+tasks. Stages that must stay in the driver (sub-runs, training) run there through the local
+runner.
 
 Faults: a system error (the worker process or its node died, an object was lost) sends the
 shard again, to the restarted actor or another one, up to `executor.max_attempts` attempts;
@@ -62,12 +66,11 @@ def backend_modules(ctx: RunContext) -> list[str]:
     return [module] if module and module != "__main__" else []
 
 
-def worker_spec(ctx: RunContext, name: str, num_cpus: float) -> dict:
-    """All a worker needs to rebuild the driver's stage, without the pipeline file."""
+def worker_spec(ctx: RunContext, num_cpus: float) -> dict:
+    """All a worker needs to rebuild the driver's stages, without the pipeline file."""
     return {"config": ctx.config.model_dump(mode="json"), "run_dir": str(ctx.run_dir.resolve()),
             "pipeline_path": str(ctx.pipeline_path) if ctx.pipeline_path else None,
-            "stage": name, "num_cpus": num_cpus, "imports": backend_modules(ctx),
-            "cwd": os.getcwd()}
+            "num_cpus": num_cpus, "imports": backend_modules(ctx), "cwd": os.getcwd()}
 
 
 def stage_resources(ctx: RunContext, plan: StagePlan) -> tuple[StageResources, float]:
@@ -93,6 +96,9 @@ class RayExecutor:
         self.ray = import_ray()
         self.settings = settings
         self.started = False
+        # The idle actors of the last model stage, for the next one: (shape, spec, actors).
+        self.pool: Optional[tuple[tuple, dict, list]] = None
+        self.named = 0  # actors are named fret-DRIVERPID-N (to find them in `ray list actors`)
         if not self.ray.is_initialized():
             address = address if address is not None else settings.address
             os.environ.setdefault("RAY_DEDUP_LOGS", "1")
@@ -101,6 +107,7 @@ class RayExecutor:
             self.started = True  # ours to shut down; a cluster someone else started is left alone
 
     def close(self) -> None:
+        self._end_pool()
         if self.started:
             self.ray.shutdown()
             self.started = False
@@ -108,6 +115,7 @@ class RayExecutor:
     def __call__(self, ctx: RunContext, name: str, restart: bool = False, progress: bool = True,
                  on_work: Optional[Callable[[], None]] = None) -> dict:
         if stage_class(ctx.config.pipeline, name).runs_in_driver:
+            self._end_pool()
             return run_stage(ctx, name, restart=restart, progress=progress, on_work=on_work)
         plan = plan_stage(ctx, name, restart, on_work)
         if plan.todo:
@@ -141,22 +149,42 @@ class RayExecutor:
                 raise RunError(f"stage {name!r} asks for {n:g} {key} per worker (executor.stages."
                                f"{name}); the Ray cluster has {have.get(key, 0):g}")
 
+    def _end_pool(self) -> None:
+        if self.pool is not None:
+            self._close_actors(self.pool[2])
+            self.pool = None
+
+    def _take_actors(self, ctx: RunContext, res: StageResources, gpus: float, n: int):
+        """(n actors for a stage, a maker of more): the pool's if its shape matches, else new."""
+        shape = (res.num_cpus, gpus, tuple(sorted(res.resources.items())))
+        spec = worker_spec(ctx, res.num_cpus)
+        actors: list = []
+        if self.pool is not None and self.pool[:2] == (shape, spec):
+            actors = self.pool[2]
+            self._close_actors(actors[n:])
+            actors = actors[:n]
+            self.pool = None
+        self._end_pool()
+        # Ray restarts a dead actor (running __init__ again; a stage is set up at its next shard).
+        Worker = self.ray.remote(ShardWorker)
+        options = dict(num_cpus=res.num_cpus, num_gpus=gpus, resources=res.resources or None,
+                       max_restarts=-1, max_task_retries=0)
+
+        def new_actor():
+            self.named += 1
+            return Worker.options(name=f"fret-{os.getpid()}-{self.named}", **options).remote(spec)
+
+        actors += [new_actor() for _ in range(n - len(actors))]
+        return actors, new_actor, (shape, spec)
+
     def _on_actors(self, ctx: RunContext, plan: StagePlan, bar) -> None:
         ray, limit, name = self.ray, self.settings.max_attempts, plan.stage.name
         res, gpus = stage_resources(ctx, plan)
         self._check_fits(name, res, gpus)
-        spec = worker_spec(ctx, name, res.num_cpus)
-        # Actors are named fret-DRIVERPID-STAGE-N (to find them in `ray list actors`).
-        # Ray restarts a dead actor (running __init__ again; setup waits for its next shard).
         # Attempts per shard bound a shard that keeps killing its worker; an actor ended for good
         # (ray.kill, its node gone) is replaced, at most `workers * max_attempts` times in all.
-        Worker = ray.remote(ShardWorker)
-        options = dict(num_cpus=res.num_cpus, num_gpus=gpus, resources=res.resources or None,
-                       max_restarts=-1, max_task_retries=0)
         n_workers = min(res.workers, len(plan.todo))
-        names = (f"fret-{os.getpid()}-{name}-{i}" for i in range(n_workers * (limit + 1)))
-        new_actor = lambda: Worker.options(name=next(names), **options).remote(spec)  # noqa: E731
-        actors = [new_actor() for _ in range(n_workers)]
+        actors, new_actor, key = self._take_actors(ctx, res, gpus, n_workers)
         spare = n_workers * limit
         pending, idle = deque(plan.todo), deque(actors)
         attempts: Counter = Counter()
@@ -167,7 +195,7 @@ class RayExecutor:
                 while pending and idle and failure is None:
                     index, actor = pending.popleft(), idle.popleft()
                     attempts[index] += 1
-                    running[actor.process.remote(index)] = (index, actor, 0.0)
+                    running[actor.process.remote(name, index)] = (index, actor, 0.0)
                 if not running:
                     failure = RunError(f"stage {name!r}: every worker was lost and none could be "
                                        f"restarted; finished shards are kept: run the same "
@@ -205,7 +233,10 @@ class RayExecutor:
                 if index is not None:
                     self._record(plan, index, result, bar)
         finally:
-            self._close_actors(actors)
+            if failure is None:  # kept, models loaded, for the next stage of the same shape
+                self.pool = (*key, actors)
+            else:
+                self._close_actors(actors)
         if failure is not None:
             raise failure
 
@@ -232,13 +263,14 @@ class RayExecutor:
 
     def _as_tasks(self, ctx: RunContext, plan: StagePlan, bar) -> None:
         ray = self.ray
+        self._end_pool()
         res, gpus = stage_resources(ctx, plan)
         self._check_fits(plan.stage.name, res, gpus)
-        spec = worker_spec(ctx, plan.stage.name, res.num_cpus)
+        spec = worker_spec(ctx, res.num_cpus)
         task = ray.remote(run_one_shard).options(
             num_cpus=res.num_cpus, num_gpus=gpus, resources=res.resources or None,
             max_retries=self.settings.max_attempts - 1, retry_exceptions=False)
-        running = {task.remote(spec, index): index for index in plan.todo}
+        running = {task.remote(spec, plan.stage.name, index): index for index in plan.todo}
         failure: Optional[BaseException] = None
         while running:
             [ref], _ = ray.wait(list(running), num_returns=1)

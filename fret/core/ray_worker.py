@@ -83,8 +83,10 @@ def shutdown_llm(llm) -> None:
 
 
 class ShardWorker:
-    """One worker of a stage (a Ray actor for model stages): `process(index)` shard after shard,
-    with `setup()` (model loading) once, at the first shard."""
+    """One worker (a Ray actor for model stages): `process(stage, index)` shard after shard, with
+    each stage built and `setup()` (model loading) once, at its first shard. An actor serves one
+    stage after another: the models live in its run context (`ctx.llm`, `ctx.model`), so the
+    stages that share one (queries and rerank the LLM, embed and mine the embedder) load it once."""
 
     def __init__(self, spec: dict):
         if os.path.isdir(spec["cwd"]):  # relative paths in the settings mean what they meant
@@ -99,17 +101,18 @@ class ShardWorker:
         self.node, self.worker = _identity()
         self.gpus = _gpu_ids()
         self.ctx.cache_writer = self.worker  # its own request cache file (see parts/llm/cache.py)
-        self.stage = make_stage(self.ctx, spec["stage"])
-        self.ready = False
+        self.stage, self.stage_name = None, None
 
-    def process(self, index: int) -> dict:
-        if not self.ready:
+    def process(self, stage: str, index: int) -> dict:
+        if self.stage_name != stage:
             # As in the local runner: shard_indices() first (some stages plan their shards
             # there, e.g. `sample` draws its ids), then setup(), then shards.
-            self.stage.shard_indices()
-            self.stage.setup()
+            self.stage = self.stage_name = None  # the last stage's data (an index) goes first
+            built = make_stage(self.ctx, stage)
+            built.shard_indices()
+            built.setup()
             size_threads(self.num_cpus)  # torch is imported by now: set its threads live too
-            self.ready = True
+            self.stage, self.stage_name = built, stage
         entry = process_shard(self.stage, index)
         entry.update(node=self.node, worker=self.worker)
         if self.gpus:
@@ -125,10 +128,10 @@ class ShardWorker:
         self.ctx.close()
 
 
-def run_one_shard(spec: dict, index: int) -> dict:
+def run_one_shard(spec: dict, stage: str, index: int) -> dict:
     """A Ray task for a stage without a model: build, set up, make one shard."""
     worker = ShardWorker(spec)
     try:
-        return worker.process(index)
+        return worker.process(stage, index)
     finally:
         worker.close()

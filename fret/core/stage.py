@@ -10,7 +10,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Optional
+from typing import Any, Callable, ClassVar, Optional
 
 import pyarrow as pa
 from pydantic import BaseModel
@@ -44,6 +44,7 @@ class RunContext:
         self.cache_writer: Optional[str] = None  # a Ray worker's name: it writes its own cache file
         self.verified: set[str] = set()  # stages whose shard checksums this command has checked
         self._llm = None
+        self._models: dict[str, Any] = {}
 
     @property
     def seed(self) -> int:
@@ -67,6 +68,14 @@ class RunContext:
                 llm = CachedLLM(llm, path, writer=self.cache_writer)
             self._llm = llm
         return self._llm
+
+    def model(self, key: str, build: Callable[[], Any]) -> Any:
+        """The model `build` makes, built once per context under `key` and shared by every stage
+        that asks for it: `embed` and `mine` load the seed embedder once per run, and a Ray actor
+        that runs one stage after another keeps it."""
+        if key not in self._models:
+            self._models[key] = build()
+        return self._models[key]
 
     def llm_identity(self) -> dict:
         """The settings that decide LLM outputs, without loading the model."""
@@ -92,6 +101,7 @@ class RunContext:
         return {r["id"]: r for r in table.to_pylist()}
 
     def close(self) -> None:
+        self._models.clear()
         if self._llm is not None:
             self._llm.close()
             self._llm = None

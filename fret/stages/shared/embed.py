@@ -34,11 +34,13 @@ def format_passage(fmt: str, row: dict) -> str:
     return fmt.format(title=row.get("title") or "none", text=row["text"])
 
 
-def make_embedder(settings: EmbedSettings):
+def make_embedder(ctx, settings: EmbedSettings):
+    """The seed embedder of these settings, loaded once per run context (`embed` and `mine`)."""
     from ...parts.embed import Embedder
-    return Embedder(settings.model, device=settings.device, batch_size=settings.batch_size,
-                    max_seq_length=settings.max_seq_length, pooling=settings.pooling,
-                    mcls_window=settings.mcls_window)
+    return ctx.model("embedder:" + settings.model_dump_json(), lambda: Embedder(
+        settings.model, device=settings.device, batch_size=settings.batch_size,
+        max_seq_length=settings.max_seq_length, pooling=settings.pooling,
+        mcls_window=settings.mcls_window))
 
 
 class EmbedStage(Stage):
@@ -53,7 +55,7 @@ class EmbedStage(Stage):
 
     def _embedder(self):
         if getattr(self, "_model", None) is None:
-            self._model = make_embedder(self.settings)
+            self._model = make_embedder(self.ctx, self.settings)
         return self._model
 
     def process(self, index: int) -> ShardOutput:

@@ -63,7 +63,7 @@ class MineStage(Stage):
             table = self.ctx.read_stage_table("embed")
             vectors = vector_matrix(table["vector"])  # (n_passages, dim)
             self.index = build_index(vectors, self.settings.index)
-        self.embedder = make_embedder(self.ctx.config.embed)
+        self.embedder = make_embedder(self.ctx, self.ctx.config.embed)
 
     def _load_vectors(self, lo: int, hi: int) -> np.ndarray:
         """Corpus vectors lo..hi (global row numbers, in embed shard order), reading only the
