@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from fret.parts.llm import GenerateRequest, LLMError, LLMSettings, LoglikRequest, make_llm
-from fret.parts.llm.openai_backend import (PROBE_TEXT, check_label_starts, continuation_span, echo_is_shifted,
-                                     label_scores, token_spans)
+from fret.parts.llm.logprobs import (PROBE_TEXT, check_label_starts, continuation_span, echo_is_shifted,
+                                      label_scores, token_spans)
 from llm_server import llama_server  # noqa: F401 (pytest fixture)
 
 CHAT_OK = {"id": "c1", "object": "chat.completion", "created": 0, "model": "m",
