@@ -132,7 +132,8 @@ def test_worker_killed_mid_shard_is_retried_and_output_identical(cluster, local_
         with sqlite3.connect(path) as db:
             keys += [k for (k,) in db.execute("SELECT key FROM answers")]
     assert len(keys) == len(set(keys)) > 0
-    assert len(list((tmp_path / "run" / "_cache").glob("llm-*.sqlite"))) >= 3  # killed one kept
+    # The killed worker's file is kept beside its restart's (which went on to rerank as well).
+    assert len(list((tmp_path / "run" / "_cache").glob("llm-*.sqlite"))) == 2
 
 
 @pytest.mark.slow  # a real Ray cluster: about a minute or two each on 2 cores
