@@ -36,13 +36,13 @@ HASHES = {
     "fret": {"corpus": "fddd5e850616ef60", "sample": "2816312016325f14", "queries": "1e6144ca9b1c1078",
              "embed": "db2344a2bcf932c0", "mine": "7703862e6a5f8ab9", "rerank": "965700fa753cb769",
              "export": "e149c7c1b20805e0"},
-    "e5": {"brainstorm": "9a20e47ee570adb1", "examples": "1c4c304b0e766ee4", "export": "44a2e3073f883ce5"},
+    "e5": {"brainstorm": "9a20e47ee570adb1", "examples": "a45238ce24af41b9", "export": "80510de674ba8a15"},
     "multilongdoc": {"longdocs": "9cc4843e79eccaad", "questions": "e1ad1607bd25dda8",
                      "embed": "ebca306a52b45ab9", "mine": "5df4ba3cf87b442b", "export": "8871264830505dd7"},
     "mixture": {"convert": "2b60a824b72ededb", "mix": "63d4991842bc68af"},
-    "recipe": {"fret": "16c3af6a3cd8b9eb", "e5": "37f51af66c3a8bf9", "multilongdoc": "bb4ce06dc7097d21",
-               "convert": "2b60a824b72ededb", "mix": "450e32da864928bd", "train": "203d5a7d9f909dc9",
-               "eval": "ac4aabd36d6cbd08"},
+    "recipe": {"fret": "16c3af6a3cd8b9eb", "e5": "742a933cbe2b8bcc", "multilongdoc": "bb4ce06dc7097d21",
+               "convert": "2b60a824b72ededb", "mix": "ac5cf2b035cb5dde", "train": "8b149c3092112cd7",
+               "eval": "0513bd95a29ef4a8"},
 }
 
 
