@@ -35,14 +35,26 @@ def rows(run_dir: Path) -> list[dict]:
     return [r for _, rs in shards.iter_stage_rows(run_dir / "export") for r in rs]
 
 
+STAGE_SECONDS: dict[str, dict[str, float]] = {}  # run name -> stage -> wall seconds in the driver
+
+
 def run(run_dir: Path, overrides: list[str], executor: str) -> float:
     from fret.core.executors import make_executor
     from fret.core.runner import open_run, run_pipeline
     started = time.perf_counter()
     ctx = open_run(PIPELINE, run_dir, overrides)
     run_one, close = make_executor(ctx.config.executor, executor)
+    seconds = STAGE_SECONDS.setdefault(run_dir.name, {})
+
+    def timed(ctx, name, **kwargs):
+        t = time.perf_counter()
+        try:
+            return run_one(ctx, name, **kwargs)
+        finally:
+            seconds[name] = time.perf_counter() - t
+
     try:
-        run_pipeline(ctx, progress=False, run_one=run_one)
+        run_pipeline(ctx, progress=False, run_one=timed)
     finally:
         close()
     return time.perf_counter() - started
@@ -90,6 +102,10 @@ def main() -> None:
     print(f"  local, 2 torch threads             {t_local2:8.1f} s")
     print(f"  ray, 2 workers x 1 CPU             {t_two:8.1f} s")
     print(f"  (b) ray 2x1 / local 2 threads      {t_two / t_local2:8.2f}x")
+    runs = [r for r in ("local", "ray1", "local2", "ray2") if r in STAGE_SECONDS]
+    print("  per stage, wall s in the driver:   " + "".join(f"{r:>9}" for r in runs))
+    for stage in STAGE_SECONDS["local"]:
+        print(f"    {stage:<32}" + "".join(f"{STAGE_SECONDS[r].get(stage, float('nan')):9.1f}" for r in runs))
 
 
 if __name__ == "__main__":
