@@ -250,3 +250,28 @@ def test_driver_killed_then_same_command_resumes_identical(cluster, local_fret, 
     assert not shards.load_manifest(tmp_path / "rerank").get("complete")
     subprocess.run(cmd, cwd=TESTS, env=env, check=True, timeout=600)
     assert_same_run(local_fret, tmp_path, FRET_STAGES, manifests=False)
+
+
+def test_a_vllm_engine_is_released_before_a_stage_without_the_llm(tmp_path, monkeypatch):
+    # An actor serving one stage after another keeps its models, except a vLLM engine, which
+    # holds most of its GPU's memory: it goes before a stage that does not use the LLM.
+    import torch
+    from fret.core.ray_executor import worker_spec
+    from fret.core.ray_worker import ShardWorker
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RAYON_NUM_THREADS",
+                "TOKENIZERS_PARALLELISM"):  # the worker sizes threads for itself: restore ours after
+        monkeypatch.setenv(var, os.environ.get(var, ""))
+    threads = torch.get_num_threads()
+    closed = []
+
+    class LoadedEngine:  # stands in for the actor's vLLM backend: records its release
+        def close(self):
+            closed.append(True)
+
+    try:
+        worker = ShardWorker(worker_spec(open_run(FRET, tmp_path, SMALL + ["llm.backend=vllm"]), 1))
+        worker.ctx._llm = LoadedEngine()
+        entry = worker.process("corpus", 0)
+    finally:
+        torch.set_num_threads(threads)
+    assert entry["rows_out"] > 0 and closed == [True] and worker.ctx._llm is None

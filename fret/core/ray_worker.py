@@ -109,6 +109,10 @@ class ShardWorker:
             # there, e.g. `sample` draws its ids), then setup(), then shards.
             self.stage = self.stage_name = None  # the last stage's data (an index) goes first
             built = make_stage(self.ctx, stage)
+            if not built.uses_llm and self.ctx.config.llm.backend == "vllm":
+                # vLLM keeps most of its GPU's memory for its KV cache: a stage with another
+                # model (embed on the same GPU) would not fit beside it. Other backends stay.
+                self._release_llm()
             built.shard_indices()
             built.setup()
             size_threads(self.num_cpus)  # torch is imported by now: set its threads live too
@@ -122,9 +126,14 @@ class ShardWorker:
     def pid(self) -> int:
         return os.getpid()
 
-    def close(self) -> None:
+    def _release_llm(self) -> None:
         if self.ctx._llm is not None:
             shutdown_llm(self.ctx._llm)
+            self.ctx._llm.close()
+            self.ctx._llm = None
+
+    def close(self) -> None:
+        self._release_llm()
         self.ctx.close()
 
 
