@@ -81,11 +81,13 @@ def ask_all(llm, asks: list[Ask], max_attempts: int, counts: Counter,
                 value = ask.parse(gen.text)
             except Invalid as err:
                 failures[ask.key] = Failure(err.reason, err.detail, gen.text)
-                counts[f"retry_{err.reason.split(':')[0]}"] += 1
+                reason = err.reason.split(":")[0]
+                counts[f"retry_{reason}"] += 1
                 if attempt == 0:
-                    counts[f"first_invalid_{err.reason.split(':')[0]}"] += 1
+                    counts[f"first_invalid_{reason}"] += 1
                 continue
-            counts["first_valid"] += attempt == 0
+            if attempt == 0:
+                counts["first_valid"] += 1
             answers[ask.key] = Answer(value, gen.text, attempt + 1)
             failures.pop(ask.key, None)
             del pending[ask.key]
