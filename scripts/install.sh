@@ -20,6 +20,8 @@ if [ "${1:-}" = "--test" ]; then
   "$py" -c "import llama_cpp.server" 2>/dev/null || "$py" -m pip install --quiet "llama-cpp-python[server]>=0.3"
   # The Ray executor's tests start a real local Ray (the version they were run with).
   "$py" -c "import ray; assert ray.__version__ == '2.60.0'" 2>/dev/null || "$py" -m pip install --quiet "ray==2.60.0"
+  # `embed.engine: onnx` and its tests (the versions they were run with).
+  "$py" -c "import onnxruntime, onnx" 2>/dev/null || "$py" -m pip install --quiet "onnxruntime==1.32.0" "onnx==1.23.2"
 fi
 if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null; then
   # Headless Chromium renders the HTML report in its test (Debian's package).

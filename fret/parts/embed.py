@@ -57,48 +57,73 @@ class Embedder:
 
     def __init__(self, name_or_path: str = "default", device: str = "auto", batch_size: int = 64,
                  max_seq_length: Optional[int] = None, normalize: bool = True,
-                 pooling: str = "model", mcls_window: int = 256):
+                 pooling: str = "model", mcls_window: int = 256, engine: str = "torch",
+                 export_cache: Optional[Path] = None):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from sentence_transformers import SentenceTransformer
-
         self.name = name_or_path
         self.path = bundled.resolve_embedder(name_or_path)
-        self.device = pick_device(device)
         self.batch_size = batch_size
         self.normalize = normalize
+        self.engine = engine
+        self._identity: Optional[dict] = None
+        self.pooling, self.mcls_window = pooling, mcls_window
+        self._mcls = self._onnx = self.model = None
+        if pooling not in ("model", "mcls"):
+            raise ValueError(f"embedder pooling {pooling!r}: expected 'model' or 'mcls'")
+        if engine == "onnx":  # no torch in this process: see fret.parts.onnx_embed
+            if pooling != "model" or device not in ("auto", "cpu"):
+                raise ValueError("embed.engine onnx runs the model's own pooling on the CPU; "
+                                 "use engine torch for mcls pooling or a GPU")
+            from . import onnx_embed
+            self.device = "cpu"
+            folder = onnx_embed.ensure_exported(
+                self.path, self._fingerprint(), max_seq_length,
+                Path(export_cache or Path.home() / ".cache" / "fret" / "onnx"))
+            self._onnx = onnx_embed.OnnxEncoder(folder)
+            self.dim, self.max_seq_length = self._onnx.dim, self._onnx.max_seq_length
+            return
+        if engine != "torch":
+            raise ValueError(f"embedder engine {engine!r}: expected 'torch' or 'onnx'")
+        from sentence_transformers import SentenceTransformer
+
+        self.device = pick_device(device)
         self.model = SentenceTransformer(self.path, device=self.device)
         if max_seq_length is not None:
             self.model.max_seq_length = max_seq_length
+        self.max_seq_length = int(self.model.max_seq_length)
         self.dim = int(self.model.get_embedding_dimension()
                        if hasattr(self.model, "get_embedding_dimension")
                        else self.model.get_sentence_embedding_dimension())
-        self._identity: Optional[dict] = None
-        self.pooling, self.mcls_window = pooling, mcls_window
-        self._mcls = None
         if pooling == "mcls":  # BGE-M3 multi-CLS pooling, for inputs longer than one window
             from .mcls import MCLSEncoder
             self._mcls = MCLSEncoder(self.path, window=mcls_window, device=self.device,
                                      batch_size=batch_size, normalize=normalize)
-        elif pooling != "model":
-            raise ValueError(f"embedder pooling {pooling!r}: expected 'model' or 'mcls'")
+
+    def _fingerprint(self) -> str:
+        folder = Path(self.path)
+        return fingerprint_dir(folder) if folder.is_dir() else self.path
 
     def identity(self) -> dict:
-        """Everything that changes the vectors: model content, sequence length, normalization."""
+        """Everything that changes the vectors: model content, sequence length, normalization,
+        pooling, engine."""
         if self._identity is None:
-            folder = Path(self.path)
             self._identity = {
                 "name": self.name,
-                "fingerprint": fingerprint_dir(folder) if folder.is_dir() else self.path,
-                "max_seq_length": int(self.model.max_seq_length),
+                "fingerprint": self._fingerprint(),
+                "max_seq_length": self.max_seq_length,
                 "normalize": self.normalize,
                 "dim": self.dim,
                 **({"pooling": "mcls", "mcls_window": self.mcls_window} if self._mcls else {}),
+                # its vectors differ from torch's in the last bits (under 1e-4): not interchangeable
+                **({"engine": "onnx"} if self._onnx else {}),
             }
         return self._identity
 
     def token_lengths(self, texts: Sequence[str]) -> np.ndarray:
         """Token count of each text, capped at max_seq_length (what the model will actually see)."""
-        cap = int(self.model.max_seq_length)
+        if self._onnx is not None:
+            return self._onnx.token_lengths(texts)
+        cap = self.max_seq_length
         ids = self.model.tokenizer(list(texts), add_special_tokens=True, truncation=True,
                                    max_length=cap, return_attention_mask=False)["input_ids"]
         return np.array([len(x) for x in ids], dtype=np.int64)
@@ -121,11 +146,17 @@ class Embedder:
             from tqdm import tqdm
             batches = tqdm(batches, desc="embed", unit="batch")
         for idx in batches:
-            vecs = self.model.encode([texts[i] for i in idx], batch_size=len(idx),
-                                     convert_to_numpy=True, normalize_embeddings=self.normalize,
-                                     show_progress_bar=False)  # (len(idx), dim)
-            out[idx] = vecs
+            out[idx] = self._encode_batch([texts[i] for i in idx])  # (len(idx), dim)
         return out
+
+    def _encode_batch(self, texts: list[str]) -> np.ndarray:
+        if self._onnx is None:
+            return self.model.encode(texts, batch_size=len(texts), convert_to_numpy=True,
+                                     normalize_embeddings=self.normalize, show_progress_bar=False)
+        vecs = self._onnx.encode(texts)
+        if self.normalize:  # as sentence-transformers' normalize_embeddings does
+            vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        return vecs
 
 
 def cache_key(identity: dict, ids: Sequence[str], texts: Sequence[str]) -> str:

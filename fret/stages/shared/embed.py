@@ -23,6 +23,11 @@ class EmbedSettings(Section):
     mcls_window: int = 256
     passage_format: str = "title: {title} | text: {text}"
     query_format: str = "task: {task} | query: {query}"
+    # onnx: the same model exported once to RUN/_cache/onnx and run on ONNX Runtime (CPU only):
+    # about half the memory of torch, same vectors to 1e-4 (fret.parts.onnx_embed); needs
+    # `pip install 'fret[onnx]'`
+    engine: Literal["torch", "onnx"] = "torch"
+    new_keys = {"engine": "torch"}
 
 
 EMBEDDING_SCHEMA = pa.schema([pa.field("id", pa.string(), nullable=False),
@@ -40,7 +45,8 @@ def make_embedder(ctx, settings: EmbedSettings):
     return ctx.model("embedder:" + settings.model_dump_json(), lambda: Embedder(
         settings.model, device=settings.device, batch_size=settings.batch_size,
         max_seq_length=settings.max_seq_length, pooling=settings.pooling,
-        mcls_window=settings.mcls_window))
+        mcls_window=settings.mcls_window, engine=settings.engine,
+        export_cache=ctx.run_dir / "_cache" / "onnx"))
 
 
 class EmbedStage(Stage):

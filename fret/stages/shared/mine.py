@@ -12,7 +12,7 @@ from typing import Optional
 
 import numpy as np
 import pyarrow as pa
-from pydantic import Field, model_serializer
+from pydantic import Field
 
 from ...core import shards
 from ...core.config import Section
@@ -37,14 +37,7 @@ class MineSettings(Section):
     top_n: int = Field(20, ge=2)
     index: IndexSettings = IndexSettings()
     index_shard_rows: Optional[int] = Field(None, ge=1)  # None: one index over the whole corpus
-
-    @model_serializer(mode="wrap")
-    def _omit_unset_sharding(self, handler):
-        """Unset, the key is left out, so runs made before it existed keep their settings hash."""
-        data = handler(self)
-        if isinstance(data, dict) and data.get("index_shard_rows") is None:
-            data.pop("index_shard_rows", None)
-        return data
+    new_keys = {"index_shard_rows": None}
 
 
 class MineStage(Stage):
