@@ -12,7 +12,10 @@ fake LLM, which asks the passage's words back, formatted with `embed.query_forma
 Timed, each in its own fresh subprocess with the same OMP_NUM_THREADS, end to end from texts to
 mined neighbours, embedding included:
   fret: `fret run ... embed mine` as a user runs it (runner.run_pipeline over the two stages on a
-        copy of the run folder, no embedding cache), top-N = mine.top_n;
+        copy of the run folder, no embedding cache), top-N = mine.top_n, default settings;
+  fret-onnx: the same with `embed.engine=onnx embed.batch_size=--onnx-batch` (the model exported
+        once before the rounds, untimed, into the run folder every round copies; its time and
+        peak RSS are printed apart);
   st:   `mine_hard_negatives(dataset(query, positive), model, corpus=passages,
         num_negatives=top_n - 1, range_max=top_n, output_format="n-tuple")` with its defaults
         otherwise (batch 32; `--st-faiss` adds a run with use_faiss=True).
@@ -38,9 +41,10 @@ PIPELINE = ROOT / "pipelines" / "fret.yaml"
 TESTS = ROOT / "tests"
 
 
-def overrides(args) -> list[str]:
+def overrides(args, who: str = "fret") -> list[str]:
     langs = "[" + ", ".join(args.languages.split(",")) + "]"
-    return ["llm.backend=fake", f"corpus.sources.0.languages={langs}", f"corpus.sources.0.limit={args.docs or 'null'}",
+    engine = ["embed.engine=onnx", f"embed.batch_size={args.onnx_batch}"] if who == "fret-onnx" else []
+    return engine + ["llm.backend=fake", f"corpus.sources.0.languages={langs}", f"corpus.sources.0.limit={args.docs or 'null'}",
             f"sample.size={args.queries}", f"sample.shard_size={args.queries}",
             f"mine.top_n={args.top_n}", "queries.max_attempts=1"]
 
@@ -70,10 +74,23 @@ def texts(run_dir: Path, args) -> tuple[list[dict], list[dict]]:
 # ---------------------------------------------------------------- the contenders (child processes)
 
 
-def child_fret(run_dir: Path, out: Path, args) -> None:
+def export_onnx(run_dir: Path, args) -> None:
+    """The one-time export `embed.engine=onnx` does on first use, into the run folder."""
+    import resource
+    from fret.parts import bundled, onnx_embed
+    from fret.parts.embed import fingerprint_dir
+    path = bundled.resolve_embedder("default")
+    started = time.perf_counter()
+    onnx_embed.ensure_exported(path, fingerprint_dir(Path(path)), 256, run_dir / "_cache" / "onnx")
+    print(f"onnx export (once, untimed in the rounds): {time.perf_counter() - started:.1f} s, "
+          f"peak RSS {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:.0f} MiB "
+          f"(a child process)", flush=True)
+
+
+def child_fret(run_dir: Path, out: Path, args, who: str) -> None:
     from fret.core.runner import open_run, run_pipeline
     started = time.perf_counter()
-    run_pipeline(open_run(PIPELINE, run_dir, overrides(args)), ["embed", "mine"], progress=False)
+    run_pipeline(open_run(PIPELINE, run_dir, overrides(args, who)), ["embed", "mine"], progress=False)
     out.write_text(json.dumps({"seconds": time.perf_counter() - started}))
 
 
@@ -148,25 +165,30 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of both contenders")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--st-faiss", action="store_true", help="also time st with use_faiss=True")
+    ap.add_argument("--who", default="fret,fret-onnx,st",
+                    help="contenders, comma-separated, of fret, fret-onnx, st (the first is the reference)")
+    ap.add_argument("--onnx-batch", type=int, default=8, help="embed.batch_size of fret-onnx")
     ap.add_argument("--child", nargs=3, metavar=("WHO", "RUN_DIR", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     sys.path.insert(0, str(TESTS))
     if args.child:
         who, run_dir, out = args.child[0], Path(args.child[1]), Path(args.child[2])
-        if who == "fret":
-            return child_fret(run_dir, out, args)
+        if who.startswith("fret"):
+            return child_fret(run_dir, out, args, who)
         return child_st(run_dir, out, args, use_faiss=who == "st-faiss")
 
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1",
                PYTHONPATH=os.pathsep.join([str(TESTS), str(ROOT), os.environ.get("PYTHONPATH", "")]))
     os.environ.update(env)
-    who_all = ["fret", "st"] + (["st-faiss"] if args.st_faiss else [])
+    who_all = args.who.split(",") + (["st-faiss"] if args.st_faiss else [])
     best: dict[str, tuple[float, float, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         base = tmp / "base"
         prepare(base, args)
+        if "fret-onnx" in who_all:
+            export_onnx(base, args)
         passages, queries = texts(base, args)
         print(f"{len(passages)} passages, {len(queries)} queries, top {args.top_n}, "
               f"{args.threads} threads; load: {os.getloadavg()[0]:.2f}", flush=True)
@@ -180,7 +202,7 @@ def main() -> None:
                         *sys.argv[1:]]
                 wall, rss = measure(argv, env)
                 inner = json.loads(out.read_text())
-                results[who] = (fret_candidates(run_dir, queries) if who == "fret"
+                results[who] = (fret_candidates(run_dir, queries) if who.startswith("fret")
                                 else inner["negatives"])
                 print(f"  round {rep + 1} {who:>8}: wall {wall:7.1f} s (work {inner['seconds']:6.1f} s), "
                       f"peak RSS {rss:7.0f} MiB", flush=True)
@@ -191,15 +213,16 @@ def main() -> None:
           f"{os.getloadavg()[0]:.2f})")
     for who, (wall, work, rss) in best.items():
         print(f"  {who:>8}   {wall:8.1f} {work:8.1f} {rss:14.0f}")
-    f = best["fret"]
-    for who in who_all[1:]:
-        o = best[who]
-        print(f"  {who} / fret: wall {o[0] / f[0]:.2f}x faster (target >= 1.5), "
-              f"peak RSS fret / {who} {f[2] / o[2]:.2f} (target <= 0.5)")
-        sets, same = overlap(results["fret"], results[who], args.top_n - 1)
-        print(f"  agreement with {who} over {len(results[who])} distinct queries: mean overlap of "
-              f"the {args.top_n - 1} neighbours {sets:.4f}, identical lists {same:.1%}")
-
+    frets = [w for w in who_all if w.startswith("fret")]
+    for f in frets:
+        for o in (w for w in who_all if not w.startswith("fret")):
+            print(f"  {o} / {f}: wall {best[o][0] / best[f][0]:.2f}x faster (target >= 1.5), "
+                  f"peak RSS {f} / {o} {best[f][2] / best[o][2]:.2f} (target <= 0.5)")
+    for i, f in enumerate(frets):
+        for o in who_all[i + 1:]:
+            sets, same = overlap(results[f], results[o], args.top_n - 1)
+            print(f"  agreement of {f} and {o} over {len(results[o])} distinct queries: mean "
+                  f"overlap of the {args.top_n - 1} neighbours {sets:.4f}, identical lists {same:.1%}")
 
 if __name__ == "__main__":
     main()

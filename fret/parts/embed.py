@@ -142,21 +142,21 @@ class Embedder:
         order = (np.argsort(-self.token_lengths(texts), kind="stable") if sort_by_length
                  else np.arange(len(texts)))
         batches = [order[i:i + bs] for i in range(0, len(order), bs)]
+        texts_of = ([texts[i] for i in idx] for idx in batches)
+        results = (self._onnx.map(texts_of) if self._onnx is not None
+                   else map(self._torch_batch, texts_of))  # each (len(batch), dim)
         if progress:
             from tqdm import tqdm
-            batches = tqdm(batches, desc="embed", unit="batch")
-        for idx in batches:
-            out[idx] = self._encode_batch([texts[i] for i in idx])  # (len(idx), dim)
+            results = tqdm(results, total=len(batches), desc="embed", unit="batch")
+        for idx, vecs in zip(batches, results):
+            out[idx] = vecs
+        if self._onnx is not None and self.normalize:  # as sentence-transformers' option does
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out
 
-    def _encode_batch(self, texts: list[str]) -> np.ndarray:
-        if self._onnx is None:
-            return self.model.encode(texts, batch_size=len(texts), convert_to_numpy=True,
-                                     normalize_embeddings=self.normalize, show_progress_bar=False)
-        vecs = self._onnx.encode(texts)
-        if self.normalize:  # as sentence-transformers' normalize_embeddings does
-            vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
-        return vecs
+    def _torch_batch(self, texts: list[str]) -> np.ndarray:
+        return self.model.encode(texts, batch_size=len(texts), convert_to_numpy=True,
+                                 normalize_embeddings=self.normalize, show_progress_bar=False)
 
 
 def cache_key(identity: dict, ids: Sequence[str], texts: Sequence[str]) -> str:

@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -65,11 +65,12 @@ class OnnxEncoder:
         meta = json.loads((folder / "export.json").read_text())
         self.dim, self.max_seq_length = int(meta["dim"]), int(meta["max_seq_length"])
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        # One thread per batch and `lanes` batches at once: on a small model, batches side by
+        # side keep the cores busier than one batch split across them (benchmarks/bench_mine.py),
+        # and each batch's vector is the same whatever the number of lanes.
+        self.lanes = threads or default_threads()
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or default_threads()
-        options.inter_op_num_threads = 1
-        # Shapes change with every batch: an arena sized for the largest batch would stay held.
-        options.enable_cpu_mem_arena = False
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(folder / "model.onnx"), options,
                                             providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
@@ -79,6 +80,16 @@ class OnnxEncoder:
 
     def token_lengths(self, texts: Sequence[str]) -> np.ndarray:
         return np.array([len(e.ids) for e in self.token_ids(texts)], dtype=np.int64)
+
+    def map(self, batches: Iterable[list[str]]) -> Iterator[np.ndarray]:
+        """encode() of each batch, in order, `lanes` at a time (ONNX Runtime frees the GIL)."""
+        if self.lanes == 1:
+            yield from map(self.encode, batches)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(self.lanes, thread_name_prefix="onnx") as pool:
+            yield from pool.map(self.encode, batches)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """(len(texts), dim) float32, as the model's sentence-transformers modules compute it."""
