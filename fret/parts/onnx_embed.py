@@ -74,6 +74,11 @@ class OnnxEncoder:
         self.session = ort.InferenceSession(str(folder / "model.onnx"), options,
                                             providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
+        # The arena would keep the largest batch's activations for the life of the process (into
+        # `mine`, which builds its index after `embed` in the same process): give them back after
+        # every batch. Measured: a lower peak, the same speed.
+        self.run_options = ort.RunOptions()
+        self.run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
     def token_ids(self, texts: Sequence[str]) -> list:
         return self.tokenizer.encode_batch(list(texts))
@@ -102,7 +107,8 @@ class OnnxEncoder:
             feeds["input_ids"][row, :n] = e.ids
             feeds["attention_mask"][row, :n] = 1
             feeds["token_type_ids"][row, :n] = e.type_ids
-        return self.session.run(None, {k: feeds[k] for k in self.inputs})[0].astype(np.float32)
+        feeds = {k: feeds[k] for k in self.inputs}
+        return self.session.run(None, feeds, self.run_options)[0].astype(np.float32)
 
 
 def default_threads() -> int:
