@@ -14,9 +14,9 @@ command) is given apart. Contenders are interleaved, each figure is the best of 
 every run's export is checked equal to the first local run's.
 
 Ray starts its worker processes at nice 15 (so that its raylet stays responsive when they fill
-the cores); the local run is at nice 0. On a machine shared with other jobs that alone makes the
-Ray workers slower, which is not the executor's overhead: Ray's workers run at --ray-niceness
-(default 0, `RAY_worker_niceness`); `--ray-niceness 15` gives Ray's default.
+the cores) while the local run is at nice 0: on a machine shared with other jobs that would
+compare two priorities, not two executors. So Ray's workers run at --ray-niceness (default 0,
+`RAY_worker_niceness`); `--ray-niceness 15` gives Ray's default.
 """
 from __future__ import annotations
 
