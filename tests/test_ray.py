@@ -98,6 +98,9 @@ def test_fret_under_ray_equals_local(cluster, local_fret, tmp_path):
                for s in ("queries", "embed", "mine")}
     assert len(made_by["queries"]) == 1 and made_by["queries"] == made_by["embed"] == made_by["mine"]
     assert made_by["mine"] < {e["worker"] for e in rerank.values()}
+    # export (no model) ran on those held actors instead of ending them for plain tasks.
+    export = shards.load_manifest(tmp_path / "export")["shards"].values()
+    assert {e["worker"] for e in export} <= {e["worker"] for e in rerank.values()}
     # Models are loaded once per actor: the two rerank actors wrote one cache file each.
     assert len(list((tmp_path / "_cache").glob("llm-*.sqlite"))) >= 2
     assert results["export"]["totals"]["rows_out"] == 12
@@ -181,10 +184,14 @@ def test_app_error_fails_like_local_and_keeps_finished_shards(cluster, local_fre
 @pytest.mark.slow  # a real Ray cluster: about a minute or two each on 2 cores
 def test_placement_on_logical_gpus_and_custom_resources(cluster, local_fret, tmp_path):
     placed = SMALL + ["executor.stages.rerank={num_gpus: 1, workers: 2}",
-                      "executor.stages.embed={num_gpus: 1, resources: {accel: 1}}"]
+                      "executor.stages.embed={num_gpus: 1, resources: {accel: 1}}",
+                      "executor.stages.export={workers: 3}"]
     run(tmp_path, FRET, placed, executor="ray")
     entries = shards.load_manifest(tmp_path / "rerank")["shards"].values()
     by_worker = {e["worker"]: tuple(e["gpus"]) for e in entries}
+    # export asks for more workers than rerank's pool holds: plain tasks, no GPU.
+    export = shards.load_manifest(tmp_path / "export")["shards"].values()
+    assert not {e["worker"] for e in export} & set(by_worker) and not any("gpus" in e for e in export)
     assert len(by_worker) == 2
     assert sorted(g for gpus in by_worker.values() for g in gpus) == ["0", "1"]  # one GPU each
     assert all(len(e["gpus"]) == 1 for e in shards.load_manifest(tmp_path / "embed")["shards"].values())

@@ -8,8 +8,9 @@
         embed: {num_gpus: 0.5, workers: 2}
 
 Per-stage resources are per worker (a Ray actor for stages that hold a model, a Ray task
-otherwise); `workers` is the size of a model stage's actor pool (tasks are as many as the
-cluster fits). None of this changes a stage's output or its settings hash.
+otherwise); `workers` is the size of a model stage's actor pool, and for a stage without a model
+the fewest actors of a held pool it runs on (else tasks, as many as the cluster fits). None of
+this changes a stage's output or its settings hash.
 """
 from __future__ import annotations
 

@@ -11,10 +11,11 @@ A stage that holds a model (`Stage.uses_model`: the LLM stages, embed, mine) run
 actors, each building the stage and running `setup()` once, then `process(index)` shard after
 shard. The pool outlives the stage: the next model stage asking for the same resources per
 worker gets the same actors, which keep their models (FRet's queries, embed, mine and rerank
-load SmolLM2 and MiniLM once per actor, not once per stage). Any other stage first ends the
-pool, since idle actors hold CPUs and GPUs that its tasks need. Other stages run as plain Ray
-tasks. Stages that must stay in the driver (sub-runs, training) run there through the local
-runner.
+load SmolLM2 and MiniLM once per actor, not once per stage). A stage with no model runs on the
+held pool too when its actors already hold what the stage asks per worker (FRet's export after
+rerank), and the pool stays for the model stages after it; otherwise it runs as plain Ray tasks,
+ending the pool first, since idle actors hold CPUs and GPUs that its tasks need. Stages that must
+stay in the driver (sub-runs, training) run there through the local runner.
 
 Faults: a system error (the worker process or its node died, an object was lost) sends the
 shard again, to the restarted actor or another one, up to `executor.max_attempts` attempts;
@@ -27,6 +28,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter, deque
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 from tqdm import tqdm
@@ -89,6 +91,15 @@ def _app_error(exc) -> BaseException:
     return cause if isinstance(cause, BaseException) else RunError(str(exc))
 
 
+@dataclass
+class Pool:
+    """Actors of one shape, idle between stages; `new_actor` makes one more of that shape."""
+    shape: tuple  # (CPUs, GPUs, custom resources) per actor
+    spec: dict  # worker_spec: what each actor rebuilt the driver's stages from
+    new_actor: Callable
+    actors: list
+
+
 class RayExecutor:
     """`run_one` for runner.run_pipeline: connects once, runs each stage on the cluster."""
 
@@ -96,8 +107,7 @@ class RayExecutor:
         self.ray = import_ray()
         self.settings = settings
         self.started = False
-        # The idle actors of the last model stage, for the next one: (shape, spec, actors).
-        self.pool: Optional[tuple[tuple, dict, list]] = None
+        self.pool: Optional[Pool] = None  # the idle actors of the last stage run on actors
         self.named = 0  # actors are named fret-DRIVERPID-N (to find them in `ray list actors`)
         if not self.ray.is_initialized():
             address = address if address is not None else settings.address
@@ -115,6 +125,8 @@ class RayExecutor:
     def __call__(self, ctx: RunContext, name: str, restart: bool = False, progress: bool = True,
                  on_work: Optional[Callable[[], None]] = None) -> dict:
         if stage_class(ctx.config.pipeline, name).runs_in_driver:
+            # A sub-run's own executor needs the cluster's CPUs, and training takes this machine's
+            # CPUs and GPUs outside Ray: idle actors would hold them (and their models' memory).
             self._end_pool()
             return run_stage(ctx, name, restart=restart, progress=progress, on_work=on_work)
         plan = plan_stage(ctx, name, restart, on_work)
@@ -123,7 +135,9 @@ class RayExecutor:
                        leave=True)
             with bar:
                 if plan.stage.uses_model:
-                    self._on_actors(ctx, plan, bar)
+                    self._on_actors(ctx, plan, bar, self._take_actors(ctx, plan))
+                elif self._pool_fits(ctx, plan):
+                    self._on_actors(ctx, plan, bar, self._hand_over_pool())
                 else:
                     self._as_tasks(ctx, plan, bar)
         return finish_stage(ctx, plan)
@@ -151,19 +165,21 @@ class RayExecutor:
 
     def _end_pool(self) -> None:
         if self.pool is not None:
-            self._close_actors(self.pool[2])
+            self._close_actors(self.pool.actors)
             self.pool = None
 
-    def _take_actors(self, ctx: RunContext, res: StageResources, gpus: float, n: int):
-        """(n actors for a stage, a maker of more): the pool's if its shape matches, else new."""
+    def _take_actors(self, ctx: RunContext, plan: StagePlan) -> Pool:
+        """Actors for a model stage: the held pool's if its shape matches, else new ones."""
+        res, gpus = stage_resources(ctx, plan)
+        self._check_fits(plan.stage.name, res, gpus)
+        n = min(res.workers, len(plan.todo))
         shape = (res.num_cpus, gpus, tuple(sorted(res.resources.items())))
         spec = worker_spec(ctx, res.num_cpus)
-        actors: list = []
-        if self.pool is not None and self.pool[:2] == (shape, spec):
-            actors = self.pool[2]
-            self._close_actors(actors[n:])
-            actors = actors[:n]
-            self.pool = None
+        if self.pool is not None and (self.pool.shape, self.pool.spec) == (shape, spec):
+            pool = self._hand_over_pool()
+            self._close_actors(pool.actors[n:])
+            pool.actors = pool.actors[:n] + [pool.new_actor() for _ in range(n - len(pool.actors))]
+            return pool
         self._end_pool()
         # Ray restarts a dead actor (running __init__ again; a stage is set up at its next shard).
         Worker = self.ray.remote(ShardWorker)
@@ -174,17 +190,36 @@ class RayExecutor:
             self.named += 1
             return Worker.options(name=f"fret-{os.getpid()}-{self.named}", **options).remote(spec)
 
-        actors += [new_actor() for _ in range(n - len(actors))]
-        return actors, new_actor, (shape, spec)
+        return Pool(shape, spec, new_actor, [new_actor() for _ in range(n)])
 
-    def _on_actors(self, ctx: RunContext, plan: StagePlan, bar) -> None:
+    def _hand_over_pool(self) -> Pool:
+        """The held pool, for a stage to run on: no longer held (a failure ends it)."""
+        pool, self.pool = self.pool, None
+        return pool
+
+    def _pool_fits(self, ctx: RunContext, plan: StagePlan) -> bool:
+        """Whether a stage without a model runs on the held pool instead of as tasks.
+
+        Ending the pool to free its CPUs for tasks costs seconds of waiting for Ray to hand them
+        back, and the next model stage would start new actors and load its models again; the
+        held actors are idle and already hold what each of the stage's shards asks for (a
+        vLLM engine is shut down by the actor first, see ShardWorker.process). A stage that asks
+        for more workers than the pool has (`executor.stages.NAME.workers`) runs as tasks."""
+        if self.pool is None:
+            return False
+        cpus, gpus, resources = self.pool.shape
+        res, want_gpus = stage_resources(ctx, plan)
+        held = dict(resources)
+        return (cpus >= res.num_cpus and gpus >= want_gpus and len(self.pool.actors) >= res.workers
+                and all(held.get(k, 0) >= n for k, n in res.resources.items())
+                and self.pool.spec == worker_spec(ctx, cpus))
+
+    def _on_actors(self, ctx: RunContext, plan: StagePlan, bar, pool: Pool) -> None:
         ray, limit, name = self.ray, self.settings.max_attempts, plan.stage.name
-        res, gpus = stage_resources(ctx, plan)
-        self._check_fits(name, res, gpus)
         # Attempts per shard bound a shard that keeps killing its worker; an actor ended for good
         # (ray.kill, its node gone) is replaced, at most `workers * max_attempts` times in all.
-        n_workers = min(res.workers, len(plan.todo))
-        actors, new_actor, key = self._take_actors(ctx, res, gpus, n_workers)
+        actors, new_actor = pool.actors, pool.new_actor
+        n_workers = len(actors)
         spare = n_workers * limit
         pending, idle = deque(plan.todo), deque(actors)
         attempts: Counter = Counter()
@@ -234,7 +269,7 @@ class RayExecutor:
                     self._record(plan, index, result, bar)
         finally:
             if failure is None:  # kept, models loaded, for the next stage of the same shape
-                self.pool = (*key, actors)
+                self.pool = pool
             else:
                 self._close_actors(actors)
         if failure is not None:

@@ -32,23 +32,24 @@ def size_threads(num_cpus: float) -> int:
     return n
 
 
+def _ray_context():
+    """Ray's runtime context inside a Ray worker, else None: outside one (a test calling the
+    worker in-process) asking for it would start a whole local Ray instance."""
+    ray = sys.modules.get("ray")
+    return ray.get_runtime_context() if ray is not None and ray.is_initialized() else None
+
+
 def _identity() -> tuple[str, str]:
     """(node, worker): the host's name and a name unique on the cluster, e.g. 'a1b2c3d4-4711'."""
-    try:
-        import ray
-        node_id = ray.get_runtime_context().get_node_id() or socket.gethostname()
-    except Exception:  # outside Ray (a test calling the worker in-process)  # noqa: BLE001
-        node_id = socket.gethostname()
+    context = _ray_context()
+    node_id = (context.get_node_id() if context else None) or socket.gethostname()
     return socket.gethostname(), f"{node_id[:8]}-{os.getpid()}"
 
 
 def _gpu_ids() -> list[str]:
     """The GPUs Ray gave this worker (CUDA_VISIBLE_DEVICES is set to them), e.g. ['1']."""
-    try:
-        import ray
-        return [str(g) for g in ray.get_runtime_context().get_accelerator_ids().get("GPU", [])]
-    except Exception:  # outside Ray  # noqa: BLE001
-        return []
+    context = _ray_context()
+    return [str(g) for g in context.get_accelerator_ids().get("GPU", [])] if context else []
 
 
 def _for_actor(config: dict) -> dict:
