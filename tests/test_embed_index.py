@@ -71,6 +71,24 @@ def test_identity_fingerprints_model_content(embedder, tmp_path):
     assert Embedder("default", device="cpu").identity() == ident  # stable across loads
 
 
+def test_identity_read_from_files_equals_the_loaded_models(embedder, monkeypatch):
+    """A Ray driver plans `embed` from the files alone; Embedder.identity() checks they agree."""
+    from fret.parts.embed import identity_from_files
+    from fret.stages.shared.embed import EmbedSettings, EmbedStage
+    assert identity_from_files("default", None) == embedder.identity()
+    assert identity_from_files("default", 128)["max_seq_length"] == 128
+    assert identity_from_files("default", 256, engine="onnx")["engine"] == "onnx"
+    assert identity_from_files("no/such-model-on-this-machine") is None
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded to plan the stage")
+
+    monkeypatch.setattr(Embedder, "__init__", no_load)
+    stage = EmbedStage.__new__(EmbedStage)
+    stage.settings = EmbedSettings(max_seq_length=None)
+    assert stage.fingerprint() == {"embedder": embedder.identity()}
+
+
 def test_encode_cached_hits_and_misses(embedder, tmp_path):
     ids = ["a", "b", "c"]
     texts = ["The river flows south.", "Paris is the capital of France.", "Cats sleep a lot."]

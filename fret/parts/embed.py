@@ -8,6 +8,7 @@ a stage over the same shard reads the vectors instead of encoding again.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Optional, Sequence
@@ -65,6 +66,7 @@ class Embedder:
         self.batch_size = batch_size
         self.normalize = normalize
         self.engine = engine
+        self._max_seq_length_asked = max_seq_length
         self._identity: Optional[dict] = None
         self.pooling, self.mcls_window = pooling, mcls_window
         self._mcls = self._onnx = self.model = None
@@ -107,16 +109,14 @@ class Embedder:
         """Everything that changes the vectors: model content, sequence length, normalization,
         pooling, engine."""
         if self._identity is None:
-            self._identity = {
-                "name": self.name,
-                "fingerprint": self._fingerprint(),
-                "max_seq_length": self.max_seq_length,
-                "normalize": self.normalize,
-                "dim": self.dim,
-                **({"pooling": "mcls", "mcls_window": self.mcls_window} if self._mcls else {}),
-                # its vectors differ from torch's in the last bits (under 1e-4): not interchangeable
-                **({"engine": "onnx"} if self._onnx else {}),
-            }
+            self._identity = make_identity(self.name, self._fingerprint(), self.max_seq_length,
+                                           self.normalize, self.dim, self.pooling,
+                                           self.mcls_window, self.engine)
+            read = identity_from_files(self.name, self._max_seq_length_asked, self.normalize,
+                                       self.pooling, self.mcls_window, self.engine)
+            if read is not None and read != self._identity:  # stages plan with the files' one
+                raise RuntimeError(f"embedder {self.name!r}: its files say {read}, the loaded "
+                                   f"model {self._identity}")
         return self._identity
 
     def token_lengths(self, texts: Sequence[str]) -> np.ndarray:
@@ -157,6 +157,57 @@ class Embedder:
     def _torch_batch(self, texts: list[str]) -> np.ndarray:
         return self.model.encode(texts, batch_size=len(texts), convert_to_numpy=True,
                                  normalize_embeddings=self.normalize, show_progress_bar=False)
+
+
+def make_identity(name: str, fingerprint: str, max_seq_length: int, normalize: bool, dim: int,
+                  pooling: str = "model", mcls_window: int = 256, engine: str = "torch") -> dict:
+    return {
+        "name": name, "fingerprint": fingerprint, "max_seq_length": int(max_seq_length),
+        "normalize": normalize, "dim": int(dim),
+        **({"pooling": "mcls", "mcls_window": mcls_window} if pooling == "mcls" else {}),
+        # its vectors differ from torch's in the last bits (under 1e-4): not interchangeable
+        **({"engine": "onnx"} if engine == "onnx" else {}),
+    }
+
+
+def identity_from_files(name: str = "default", max_seq_length: Optional[int] = None,
+                        normalize: bool = True, pooling: str = "model", mcls_window: int = 256,
+                        engine: str = "torch") -> Optional[dict]:
+    """What Embedder(...).identity() gives, read from a local sentence-transformers folder without
+    loading the model, or None where its files do not say (then load it). Why: a Ray driver plans
+    `embed` by its identity, and loading MiniLM there only for that cost ~10 s of a short run,
+    on top of the actors' own load. Embedder.identity() checks the two agree."""
+    folder = Path(bundled.resolve_embedder(name))
+    if not folder.is_dir():
+        return None
+    try:
+        modules = json.loads((folder / "modules.json").read_text())
+        length = max_seq_length or json.loads(
+            (folder / "sentence_bert_config.json").read_text())["max_seq_length"]
+        dim = _output_dim(folder, modules)
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+    if dim is None or not isinstance(length, int):
+        return None
+    return make_identity(name, fingerprint_dir(folder), length, normalize, dim, pooling,
+                         mcls_window, engine)
+
+
+def _output_dim(folder: Path, modules: list[dict]) -> Optional[int]:
+    """The vector size from the last module that sets it (as sentence-transformers finds it):
+    a Dense layer's outputs, or Pooling's token size times its modes; None for anything else."""
+    for module in reversed(modules):
+        kind = module["type"].rsplit(".", 1)[-1]
+        if kind == "Normalize":
+            continue
+        config = json.loads((folder / module["path"] / "config.json").read_text())
+        if kind == "Dense":
+            return int(config["out_features"])
+        if kind == "Pooling":
+            modes = sum(1 for k, v in config.items() if k.startswith("pooling_mode_") and v is True)
+            return int(config["word_embedding_dimension"]) * modes or None
+        return None
+    return None
 
 
 def cache_key(identity: dict, ids: Sequence[str], texts: Sequence[str]) -> str:

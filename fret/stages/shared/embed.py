@@ -57,7 +57,11 @@ class EmbedStage(Stage):
     uses_model = True
 
     def fingerprint(self) -> dict:
-        return {"embedder": self._embedder().identity()}
+        from ...parts.embed import identity_from_files
+        s = self.settings  # read from the model's files where they say it: see identity_from_files
+        read = identity_from_files(s.model, s.max_seq_length, True, s.pooling, s.mcls_window,
+                                   s.engine)
+        return {"embedder": read or self._embedder().identity()}
 
     def _embedder(self):
         if getattr(self, "_model", None) is None:
