@@ -109,11 +109,12 @@ class Embedder:
         """Everything that changes the vectors: model content, sequence length, normalization,
         pooling, engine."""
         if self._identity is None:
-            self._identity = make_identity(self.name, self._fingerprint(), self.max_seq_length,
-                                           self.normalize, self.dim, self.pooling,
-                                           self.mcls_window, self.engine)
             read = identity_from_files(self.name, self._max_seq_length_asked, self.normalize,
                                        self.pooling, self.mcls_window, self.engine)
+            fingerprint = read["fingerprint"] if read else self._fingerprint()  # hashed once
+            self._identity = make_identity(self.name, fingerprint, self.max_seq_length,
+                                           self.normalize, self.dim, self.pooling,
+                                           self.mcls_window, self.engine)
             if read is not None and read != self._identity:  # stages plan with the files' one
                 raise RuntimeError(f"embedder {self.name!r}: its files say {read}, the loaded "
                                    f"model {self._identity}")
