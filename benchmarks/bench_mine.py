@@ -13,7 +13,7 @@ Timed, each in its own fresh subprocess with the same OMP_NUM_THREADS, end to en
 mined neighbours, embedding included:
   fret: `fret run ... embed mine` as a user runs it (runner.run_pipeline over the two stages on a
         copy of the run folder, no embedding cache), top-N = mine.top_n, default settings;
-  fret-onnx: the same with `embed.engine=onnx embed.batch_size=--onnx-batch` (the model exported
+  fret-onnx: the same with `embed.engine=onnx`, default settings otherwise (the model exported
         once before the rounds, untimed, into the run folder every round copies; its time and
         peak RSS are printed apart);
   st:   `mine_hard_negatives(dataset(query, positive), model, corpus=passages,
@@ -43,7 +43,8 @@ TESTS = ROOT / "tests"
 
 def overrides(args, who: str = "fret") -> list[str]:
     langs = "[" + ", ".join(args.languages.split(",")) + "]"
-    engine = ["embed.engine=onnx", f"embed.batch_size={args.onnx_batch}"] if who == "fret-onnx" else []
+    engine = ["embed.engine=onnx"] + ([f"embed.batch_size={args.onnx_batch}"] if args.onnx_batch else [])
+    engine = engine if who == "fret-onnx" else []
     return engine + ["llm.backend=fake", f"corpus.sources.0.languages={langs}", f"corpus.sources.0.limit={args.docs or 'null'}",
             f"sample.size={args.queries}", f"sample.shard_size={args.queries}",
             f"mine.top_n={args.top_n}", "queries.max_attempts=1"]
@@ -167,7 +168,8 @@ def main() -> None:
     ap.add_argument("--st-faiss", action="store_true", help="also time st with use_faiss=True")
     ap.add_argument("--who", default="fret,fret-onnx,st",
                     help="contenders, comma-separated, of fret, fret-onnx, st (the first is the reference)")
-    ap.add_argument("--onnx-batch", type=int, default=8, help="embed.batch_size of fret-onnx")
+    ap.add_argument("--onnx-batch", type=int, default=None,
+                    help="embed.batch_size of fret-onnx (default: the stage's, with its 512-token bound)")
     ap.add_argument("--child", nargs=3, metavar=("WHO", "RUN_DIR", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     sys.path.insert(0, str(TESTS))

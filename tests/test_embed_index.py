@@ -65,6 +65,43 @@ def test_length_sorted_batches_really_are_sorted(embedder):
     assert seen == [[texts[1], texts[2]], [texts[0], texts[3]]]
 
 
+def test_token_budget_bounds_every_batch_and_keeps_the_vectors(embedder, corpus):
+    passages, vectors, _ = corpus
+    texts = [p.text for p in passages[:60]] + ["x", "a " * 300]  # one past max_seq_length
+    lengths = dict(zip(texts, embedder.token_lengths(texts)))
+    seen = []
+    real = embedder.model.encode
+
+    def spy(batch, **kw):
+        seen.append(list(batch))
+        return real(batch, **kw)
+
+    embedder.model.encode = spy
+    embedder.batch_tokens = 300
+    try:
+        bounded = embedder.encode(texts, batch_size=32)
+    finally:
+        del embedder.model.encode
+        embedder.batch_tokens = None
+    assert sorted(t for b in seen for t in b) == sorted(texts)
+    for batch in seen:  # padded tokens within the budget, or one text alone
+        assert len(batch) == 1 or len(batch) * max(lengths[t] for t in batch) <= 300
+        assert len(batch) <= 32
+    assert any(len(b) > 1 for b in seen) and [texts[-1]] in seen
+    np.testing.assert_allclose(bounded[:60], vectors[:60], atol=1e-5)
+
+
+def test_plan_batches_cuts_by_count_and_tokens():
+    from fret.parts.embed import plan_batches
+    as_lists = lambda bs: [b.tolist() for b in bs]  # noqa: E731
+    lengths = np.array([9, 5, 5, 2, 2, 2])
+    assert as_lists(plan_batches(lengths, np.arange(6), 4)) == [[0, 1, 2, 3], [4, 5]]
+    assert as_lists(plan_batches(lengths, np.arange(6), 8, 10)) == [[0], [1, 2], [3, 4, 5]]
+    assert as_lists(plan_batches(lengths, np.arange(6), 2, 100)) == [[0, 1], [2, 3], [4, 5]]
+    assert as_lists(plan_batches(lengths, np.array([3, 0, 4]), 8, 12)) == [[3], [0], [4]]
+    assert plan_batches(lengths[:0], np.arange(0), 4, 10) == []
+
+
 def test_identity_fingerprints_model_content(embedder, tmp_path):
     ident = embedder.identity()
     assert ident["fingerprint"] and ident["dim"] == 384 and ident["normalize"] is True

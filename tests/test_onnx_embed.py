@@ -55,6 +55,9 @@ def test_identity_names_the_engine_and_export_is_reused(pair, exported, monkeypa
     torch_side, onnx_side = pair
     ident = dict(onnx_side.identity())
     assert ident.pop("engine") == "onnx" and ident == torch_side.identity()
+    folder = next(p for p in exported.iterdir() if (p / "export.json").exists())
+    assert (folder / "model.onnx.data").stat().st_size > 80e6  # the weights, mapped at load
+    assert onnx_side.batch_tokens == 512  # bounds a batch's activations by default
 
     def no_export(*args, **kwargs):
         raise AssertionError("exported again")

@@ -18,6 +18,10 @@ import numpy as np
 from fret.parts import bundled
 
 _SMALL_FILE = 1 << 20  # hashed whole; bigger files (weights) by size plus head and tail
+# The onnx engine's default bound on a batch's padded tokens. Measured on MiniLM with one thread
+# per batch (benchmarks/bench_mine.py): 512 encodes as fast as 8 texts per batch or as one text
+# at a time, and a batch's activations stay a few MiB where 8 texts of 256 tokens take ~140 MiB.
+ONNX_BATCH_TOKENS = 512
 
 
 def fingerprint_dir(folder: Path) -> str:
@@ -59,11 +63,13 @@ class Embedder:
     def __init__(self, name_or_path: str = "default", device: str = "auto", batch_size: int = 64,
                  max_seq_length: Optional[int] = None, normalize: bool = True,
                  pooling: str = "model", mcls_window: int = 256, engine: str = "torch",
-                 export_cache: Optional[Path] = None):
+                 export_cache: Optional[Path] = None, batch_tokens: Optional[int] = None):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self.name = name_or_path
         self.path = bundled.resolve_embedder(name_or_path)
         self.batch_size = batch_size
+        # at most this many padded tokens (texts x longest) per batch; None: no bound on torch
+        self.batch_tokens = batch_tokens or (ONNX_BATCH_TOKENS if engine == "onnx" else None)
         self.normalize = normalize
         self.engine = engine
         self._max_seq_length_asked = max_seq_length
@@ -139,10 +145,11 @@ class Embedder:
         if not texts:
             return out
         bs = batch_size or self.batch_size
+        lengths = (self.token_lengths(texts) if sort_by_length or self.batch_tokens
+                   else np.zeros(len(texts), dtype=np.int64))
         # stable sort, longest first: ties keep input order, so batches are deterministic
-        order = (np.argsort(-self.token_lengths(texts), kind="stable") if sort_by_length
-                 else np.arange(len(texts)))
-        batches = [order[i:i + bs] for i in range(0, len(order), bs)]
+        order = (np.argsort(-lengths, kind="stable") if sort_by_length else np.arange(len(texts)))
+        batches = plan_batches(lengths, order, bs, self.batch_tokens)
         texts_of = ([texts[i] for i in idx] for idx in batches)
         results = (self._onnx.map(texts_of) if self._onnx is not None
                    else map(self._torch_batch, texts_of))  # each (len(batch), dim)
@@ -158,6 +165,25 @@ class Embedder:
     def _torch_batch(self, texts: list[str]) -> np.ndarray:
         return self.model.encode(texts, batch_size=len(texts), convert_to_numpy=True,
                                  normalize_embeddings=self.normalize, show_progress_bar=False)
+
+
+def plan_batches(lengths: np.ndarray, order: np.ndarray, batch_size: int,
+                 batch_tokens: Optional[int] = None) -> list[np.ndarray]:
+    """Cut `order` into consecutive batches of at most batch_size texts and, with batch_tokens,
+    at most that many padded tokens (texts x the batch's longest); a longer text goes alone.
+
+    plan_batches(np.array([9, 5, 5, 2]), np.arange(4), 8, 10) -> [[0], [1, 2], [3]]"""
+    if not batch_tokens:
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    batches, start, longest = [], 0, 0
+    for pos, i in enumerate(order):
+        longest = max(longest, int(lengths[i]))
+        if pos > start and (pos - start + 1 > batch_size or (pos - start + 1) * longest > batch_tokens):
+            batches.append(order[start:pos])
+            start, longest = pos, int(lengths[i])
+    if len(order):
+        batches.append(order[start:])
+    return batches
 
 
 def make_identity(name: str, fingerprint: str, max_seq_length: int, normalize: bool, dim: int,

@@ -21,7 +21,7 @@ from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
-FORMAT = 1  # of the exported folder; a change re-exports
+FORMAT = 2  # of the exported folder; a change re-exports (2: weights apart, eager attention)
 TOLERANCE = 1e-4  # largest |onnx - torch| over the probes' vector components
 PROBES = [  # what tends to break a tokenizer or a traced graph: spaces, case, scripts, length, empty
     "title: Paris | text: Paris is the capital and largest city of France.",
@@ -71,6 +71,9 @@ class OnnxEncoder:
         self.lanes = threads or default_threads()
         options = ort.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = 1
+        # Memory patterns plan one block per input shape and keep it; every batch here has its
+        # own shape, so they only add to the peak (measured: no speed lost without them).
+        options.enable_mem_pattern = False
         self.session = ort.InferenceSession(str(folder / "model.onnx"), options,
                                             providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
@@ -129,7 +132,10 @@ def export(model_path: str, max_seq_length: Optional[int], out: Path) -> None:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(model_path, device="cpu")
+    # Eager attention traces to the plain MatMul/Softmax graph that ONNX Runtime's optimizer
+    # fuses; the default (SDPA) traces to one it runs a few percent slower (measured on MiniLM).
+    model = SentenceTransformer(model_path, device="cpu",
+                                model_kwargs={"attn_implementation": "eager"})
     if max_seq_length:
         model.max_seq_length = max_seq_length
     model.eval()
@@ -163,6 +169,7 @@ def export(model_path: str, max_seq_length: Optional[int], out: Path) -> None:
     (tmp / "export.json").write_text(json.dumps({
         "model": model_path, "max_seq_length": int(model.max_seq_length), "dim": dim,
         "inputs": names, "format": FORMAT}, indent=1))
+    _weights_apart(tmp / "model.onnx")
     check(model, OnnxEncoder(tmp, threads=1))
     try:
         tmp.rename(out)
@@ -170,6 +177,18 @@ def export(model_path: str, max_seq_length: Optional[int], out: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         if not (out / "export.json").exists():
             raise
+
+
+def _weights_apart(path: Path) -> None:
+    """Move the weights out of the graph file into model.onnx.data, which ONNX Runtime maps into
+    memory instead of copying out of a parsed graph: the session's load peak falls from about
+    twice the weights to about once (measured on MiniLM: 192 -> 104 MiB)."""
+    import onnx
+
+    graph = onnx.load(str(path))
+    onnx.save_model(graph, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=path.name + ".data", size_threshold=1024)
+    shutil.copymode(path, path.with_name(path.name + ".data"))  # onnx writes it owner-only
 
 
 def check(model, encoder: OnnxEncoder) -> None:

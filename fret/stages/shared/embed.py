@@ -10,6 +10,8 @@ from typing import Literal, Optional
 import numpy as np
 import pyarrow as pa
 
+from pydantic import Field
+
 from ...core.config import Section
 from ...core.stage import ShardOutput, Stage
 
@@ -27,7 +29,10 @@ class EmbedSettings(Section):
     # about half the memory of torch, same vectors to 1e-4 (fret.parts.onnx_embed); needs
     # `pip install 'fret[onnx]'`
     engine: Literal["torch", "onnx"] = "torch"
-    new_keys = {"engine": "torch"}
+    # at most this many padded tokens (texts x longest) per batch, on top of batch_size: bounds a
+    # batch's activations; None: 512 on onnx (fret.parts.embed.ONNX_BATCH_TOKENS), none on torch
+    batch_tokens: Optional[int] = Field(None, ge=1)
+    new_keys = {"engine": "torch", "batch_tokens": None}
 
 
 EMBEDDING_SCHEMA = pa.schema([pa.field("id", pa.string(), nullable=False),
@@ -46,7 +51,7 @@ def make_embedder(ctx, settings: EmbedSettings):
         settings.model, device=settings.device, batch_size=settings.batch_size,
         max_seq_length=settings.max_seq_length, pooling=settings.pooling,
         mcls_window=settings.mcls_window, engine=settings.engine,
-        export_cache=ctx.run_dir / "_cache" / "onnx"))
+        export_cache=ctx.run_dir / "_cache" / "onnx", batch_tokens=settings.batch_tokens))
 
 
 class EmbedStage(Stage):
