@@ -30,7 +30,8 @@ class EmbedSettings(Section):
     # `pip install 'fret[onnx]'`
     engine: Literal["torch", "onnx"] = "torch"
     # at most this many padded tokens (texts x longest) per batch, on top of batch_size: bounds a
-    # batch's activations; None: 512 on onnx (fret.parts.embed.ONNX_BATCH_TOKENS), none on torch
+    # batch's activations; None: 512 on onnx (fret.parts.embed.ONNX_BATCH_TOKENS), none on torch;
+    # mcls pooling batches its fixed-size windows by batch_size alone
     batch_tokens: Optional[int] = Field(None, ge=1)
     new_keys = {"engine": "torch", "batch_tokens": None}
 
