@@ -103,7 +103,7 @@ def main() -> None:
     # local2 is local when --cpus is 2: one process with 2 threads either way.
     names = ["local", "ray1"] + (["local2"] if args.cpus != 2 else []) + (["ray2"] if args.cpus >= 2 else [])
     times: dict[str, list[dict]] = {n: [] for n in names}
-    same = True
+    differ: list[str] = []  # runs whose export differs from the first local run's
     with tempfile.TemporaryDirectory() as tmp:
         expected = None
         for round_ in range(args.repeats):
@@ -120,13 +120,14 @@ def main() -> None:
                 times[name].append(json.loads(out.read_text()))
                 got = rows(run_dir)
                 expected = got if expected is None else expected
-                same = same and got == expected
+                if got != expected:
+                    differ.append(f"{name} (round {round_ + 1})")
                 print(f"  round {round_ + 1} {name:<7} {times[name][-1]['wall']:7.1f} s", flush=True)
     best = {n: min(ts, key=lambda t: t["wall"]) for n, ts in times.items()}
     local2 = "local2" if "local2" in best else "local"
     print(f"FRet run, {args.size} seeds, {'fake LLM' if args.fake else 'SmolLM2 + MiniLM'}, "
           f"{args.cpus} CPUs, Ray workers at nice {args.ray_niceness}, best of {args.repeats}; "
-          f"outputs identical: {same}")
+          f"outputs identical: {'yes' if not differ else 'NO, ' + ', '.join(differ) + ' differ'}")
     for n in names:
         print(f"  {n:<7} wall s: " + " ".join(f"{t['wall']:.1f}" for t in times[n])
               + (f"  (ray.init {min(t['init'] for t in times[n]):.1f})" if n.startswith("ray") else ""))
