@@ -9,7 +9,6 @@ from typing import Literal, Optional
 
 import numpy as np
 import pyarrow as pa
-
 from pydantic import Field
 
 from ...core.config import Section
