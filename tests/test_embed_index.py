@@ -1,6 +1,7 @@
 """Seed embedder (bundled MiniLM) and FAISS indexes on real Wikipedia passages."""
 from __future__ import annotations
 
+import contextlib
 import numpy as np
 import pytest
 
@@ -35,6 +36,23 @@ def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
 
 # ---------------------------------------------------------------- embedder
 
+@contextlib.contextmanager
+def batches_seen(embedder):
+    """The texts of each batch the torch model encodes, in order, while the block runs."""
+    seen = []
+    real = embedder.model.encode
+
+    def spy(batch, **kw):
+        seen.append(list(batch))
+        return real(batch, **kw)
+
+    embedder.model.encode = spy
+    try:
+        yield seen
+    finally:
+        del embedder.model.encode
+
+
 def test_length_sorted_encode_equals_corpus_order(embedder, corpus):
     passages, vectors, _ = corpus
     assert vectors.shape == (len(passages), embedder.dim) and vectors.dtype == np.float32
@@ -50,18 +68,8 @@ def test_length_sorted_encode_equals_corpus_order(embedder, corpus):
 
 def test_length_sorted_batches_really_are_sorted(embedder):
     texts = ["short one", "a " * 200, "medium length text about rivers and hills", "x"]
-    seen = []
-    real = embedder.model.encode
-
-    def spy(batch, **kw):
-        seen.append(list(batch))
-        return real(batch, **kw)
-
-    embedder.model.encode = spy
-    try:
+    with batches_seen(embedder) as seen:
         embedder.encode(texts, batch_size=2)
-    finally:
-        del embedder.model.encode
     assert seen == [[texts[1], texts[2]], [texts[0], texts[3]]]
 
 
@@ -69,19 +77,11 @@ def test_token_budget_bounds_every_batch_and_keeps_the_vectors(embedder, corpus)
     passages, vectors, _ = corpus
     texts = [p.text for p in passages[:60]] + ["x", "a " * 300]  # one past max_seq_length
     lengths = dict(zip(texts, embedder.token_lengths(texts)))
-    seen = []
-    real = embedder.model.encode
-
-    def spy(batch, **kw):
-        seen.append(list(batch))
-        return real(batch, **kw)
-
-    embedder.model.encode = spy
     embedder.batch_tokens = 300
     try:
-        bounded = embedder.encode(texts, batch_size=32)
+        with batches_seen(embedder) as seen:
+            bounded = embedder.encode(texts, batch_size=32)
     finally:
-        del embedder.model.encode
         embedder.batch_tokens = None
     assert sorted(t for b in seen for t in b) == sorted(texts)
     for batch in seen:  # padded tokens within the budget, or one text alone
