@@ -145,14 +145,19 @@ class Embedder:
         if not texts:
             return out
         bs = batch_size or self.batch_size
-        lengths = (self.token_lengths(texts) if sort_by_length or self.batch_tokens
-                   else np.zeros(len(texts), dtype=np.int64))
+        if self._onnx is not None:  # tokenized once, for the lengths and the batches
+            inputs = self._onnx.tokenize(texts)
+            lengths = np.array([len(ids) for ids in inputs], dtype=np.int64)
+        else:  # sentence-transformers tokenizes each batch itself
+            inputs = texts
+            lengths = (self.token_lengths(texts) if sort_by_length or self.batch_tokens
+                       else np.zeros(len(texts), dtype=np.int64))
         # stable sort, longest first: ties keep input order, so batches are deterministic
         order = (np.argsort(-lengths, kind="stable") if sort_by_length else np.arange(len(texts)))
         batches = plan_batches(lengths, order, bs, self.batch_tokens)
-        texts_of = ([texts[i] for i in idx] for idx in batches)
-        results = (self._onnx.map(texts_of) if self._onnx is not None
-                   else map(self._torch_batch, texts_of))  # each (len(batch), dim)
+        inputs_of = ([inputs[i] for i in idx] for idx in batches)
+        results = (self._onnx.map(inputs_of) if self._onnx is not None
+                   else map(self._torch_batch, inputs_of))  # each (len(batch), dim)
         if progress:
             from tqdm import tqdm
             results = tqdm(results, total=len(batches), desc="embed", unit="batch")
