@@ -51,6 +51,19 @@ def test_same_token_lengths_and_vectors_as_torch(pair):
     np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
 
 
+def test_tokenized_once_in_lanes_in_input_order(pair, monkeypatch):
+    """Chunks tokenized side by side come back in input order, with the one-call ids, and the
+    vectors do not depend on the lanes or the chunking."""
+    _, onnx_side = pair
+    texts = [f"passage {i}: " + "word " * (i % 37) for i in range(23)]
+    whole = [e.ids for e in onnx_side._onnx.tokenizer.encode_batch(texts)]
+    want = onnx_side.encode(texts)
+    monkeypatch.setattr(onnx_embed, "TOKENIZE_CHUNK", 4)
+    monkeypatch.setattr(onnx_side._onnx, "lanes", 3)
+    assert [ids.tolist() for ids in onnx_side._onnx.tokenize(texts)] == whole
+    np.testing.assert_array_equal(onnx_side.encode(texts), want)
+
+
 def test_identity_names_the_engine_and_export_is_reused(pair, exported, monkeypatch):
     torch_side, onnx_side = pair
     ident = dict(onnx_side.identity())
