@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+
 import numpy as np
 import pytest
 

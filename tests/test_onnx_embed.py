@@ -61,7 +61,12 @@ def test_tokenized_once_in_lanes_in_input_order(pair, monkeypatch):
     monkeypatch.setattr(onnx_embed, "TOKENIZE_CHUNK", 4)
     monkeypatch.setattr(onnx_side._onnx, "lanes", 3)
     assert [ids.tolist() for ids in onnx_side._onnx.tokenize(texts)] == whole
+    tokenized = []
+    real = onnx_side._onnx._tokenize_chunk
+    monkeypatch.setattr(onnx_side._onnx, "_tokenize_chunk",
+                        lambda chunk: tokenized.extend(chunk) or real(chunk))
     np.testing.assert_array_equal(onnx_side.encode(texts), want)
+    assert sorted(tokenized) == sorted(texts)  # each text once: lengths and batches share the ids
 
 
 def test_identity_names_the_engine_and_export_is_reused(pair, exported, monkeypatch):
