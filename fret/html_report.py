@@ -15,10 +15,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from .core import shards
-from .core.records import Unified, schema_of
-from .stages.fret.rerank import rerank_notes
-
-UNIFIED_COLUMNS = set(schema_of(Unified).names)
+from .parts.quality import quality_lines
+from .report_data import UNIFIED_COLUMNS, stage_notes, stage_quality
 
 
 def _stages(run_dir: Path) -> list[tuple[str, Path]]:
@@ -63,11 +61,11 @@ def _hist(title: str, series: dict[str, list[float]], xlabel: str) -> str:
 def collect(run_dir: Path) -> dict:
     """Everything the page shows, as plain data (also handy for tests)."""
     data: dict = {"stages": {}, "rejects": Counter(), "unified_by_stage": {}, "rerank": [], "eval": [],
-                  "notes": []}
+                  "notes": [], "quality": {}}
     for name, d in _stages(run_dir):
         m = shards.load_manifest(d)
         totals = m.get("totals") or {}
-        data["notes"].extend(f"{name}: {note}" for note in rerank_notes(totals))
+        data["notes"].extend(f"{name}: {note}" for note in stage_notes(d, totals))
         if m.get("stage") == "teacher":
             s = m.get("settings", {})
             data["notes"].append(
@@ -80,8 +78,10 @@ def collect(run_dir: Path) -> dict:
             data["rejects"][f"{name}: {reason}"] += n
         paths = shards.stage_shards(d)
         names = set(pq.read_schema(paths[0]).names) if paths else set()
-        if names == UNIFIED_COLUMNS and name.split("/")[-1] in ("export", "mix"):
-            data["unified_by_stage"][name] = _rows(d)
+        if names == UNIFIED_COLUMNS:
+            data["quality"][name] = stage_quality(run_dir, d)
+            if name.split("/")[-1] in ("export", "mix"):
+                data["unified_by_stage"][name] = _rows(d)
         if {"ql_scores", "positive_id", "positive_is_seed"} <= names:
             data["rerank"].extend(_rows(d))
         if {"metric", "value"} <= names:
@@ -100,6 +100,18 @@ def score_series(ranked: list[dict], key: str) -> dict[str, list[float]]:
         pos.append(r[key][at[r["positive_id"]]])
         neg.extend(r[key][at[c]] for c in r["negative_ids"])
     return {"positives": pos, "negatives": neg}
+
+
+def _quality_plots(name: str, q: dict) -> list[tuple[str, str]]:
+    """How much queries copy their positive, and which languages the queries are really in."""
+    if not q.get("rows"):
+        return []
+    return [(f"{name}: queries copying their positive", _hist(
+                "share of the query's word trigrams found in its positive", {"queries": q["overlaps"]},
+                "overlap (1 = copied)")),
+            (f"{name}: languages", _bar("rows (asked) vs queries (detected)", {
+                **{f"row {k}": v for k, v in q["languages"].items()},
+                **{f"query {k}": v for k, v in q["query_languages"].items()}}))]
 
 
 def _table(rows: list[dict], columns: list[str], limit: int = 8) -> str:
@@ -132,6 +144,9 @@ def write_html(run_dir: Path, out: Path) -> None:
         facts.append(f"The LLM's positive differs from the seed passage for {differs:.1%} of "
                      f"{len(ranked)} queries.")
     facts.extend(data["notes"])
+    for name, (q, previous) in data["quality"].items():
+        plots.extend(_quality_plots(name, q))
+        facts.extend(f"{name}: {line}" for line in quality_lines(q, previous))
     if data["rejects"]:
         plots.append(("Reject reasons", _bar("rejected rows by stage and reason", data["rejects"])))
     sections = [f"<h2>{html.escape(t)}</h2><img alt='{html.escape(t)}' src='{src}'>" for t, src in plots]

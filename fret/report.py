@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 
 from .core import shards
 from .core.errors import FretError
-from .stages.fret.rerank import rerank_notes
+from .report_data import is_unified, stage_notes, stage_quality
 
 BREAKDOWN_COLUMNS = ("group", "task_type", "language", "source", "reason")
 
@@ -73,10 +73,13 @@ def format_stage(stage_dir: Path, examples: int, run_dir: Path) -> str:
         lines.append(f"   rejected {n}: {reason}")
     for key, n in sorted(s.get("counts", {}).items()):
         lines.append(f"   {key}: {n}")
-    lines.extend(f"   {note}" for note in rerank_notes(s))
+    lines.extend(f"   {note}" for note in stage_notes(stage_dir, s))
     paths = shards.stage_shards(stage_dir)
     for col, counter in breakdowns(paths).items():
         lines.append(f"   by {col}: " + ", ".join(f"{k}={v}" for k, v in counter.most_common(12)))
+    if is_unified(stage_dir):
+        from .parts.quality import quality_lines
+        lines.extend(f"   {line}" for line in quality_lines(*stage_quality(run_dir, stage_dir)))
     if paths and {"metric", "value", "model"} <= set(pq.read_schema(paths[0]).names):
         return "\n".join(lines + metrics_table([r for p in paths for r in shards.read_rows(p)]))
     shown = 0

@@ -138,5 +138,11 @@ class Stage:
     def process(self, index: int) -> ShardOutput:
         raise NotImplementedError
 
+    @classmethod
+    def report_notes(cls, totals: dict) -> list[str]:
+        """Lines `fret report` (text and HTML) shows under this stage, read off its manifest's
+        totals: what its counts mean that the counts alone do not say. None by default."""
+        return []
+
     def reject(self, row_id: str, reason: str, detail: str = "", raw: str = "") -> Reject:
         return Reject(id=row_id, stage=self.name, reason=reason, detail=detail, raw=raw)

@@ -6,7 +6,8 @@ API (what the `mix` stage calls):
     kept, dropped = decontaminate(rows, index, threshold=0.5)   # dropped: list[Reject]
 
 Evaluation sets: a BEIR folder (corpus.jsonl: title/text; queries.jsonl: text), an STS file
-(tab-separated, the first 7 fields genre, file, year, id, score, sentence1, sentence2), a JSONL
+(tab-separated, the first 7 fields genre, file, year, id, score, sentence1, sentence2), SQuAD or
+XQuAD JSON (paragraphs and questions), a JSONL
 file (each object's "text", "query", "positive", "sentence1", "sentence2" fields) or plain text
 (one text per line). Texts are normalized (`normalize`), split into words (CJK and Thai characters
 count as one word each) and every word n-gram is stored, hashed, per evaluation set.
@@ -147,6 +148,18 @@ def read_jsonl(path: Path) -> Iterator[str]:
                 yield obj[key]
 
 
+def read_squad(path: Path) -> Iterator[str]:
+    """SQuAD / XQuAD JSON: every paragraph and question."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))["data"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not SQuAD JSON (a 'data' list of articles): {e}") from None
+    for article in data:
+        for para in article.get("paragraphs", []):
+            yield para.get("context") or ""
+            yield from (qa.get("question") or "" for qa in para.get("qas", []))
+
+
 def read_eval_texts(path: str | Path) -> Iterator[str]:
     """Texts of one evaluation set, its kind told from the path (see the module doc)."""
     path = Path(path)
@@ -158,6 +171,8 @@ def read_eval_texts(path: str | Path) -> Iterator[str]:
         raise FileNotFoundError(f"evaluation set not found: {path}")
     if path.suffix == ".jsonl":
         return read_jsonl(path)
+    if path.suffix == ".json":
+        return read_squad(path)
     if _is_sts(path):
         return read_sts(path)
     return (line.rstrip("\n") for line in path.open(encoding="utf-8"))

@@ -9,7 +9,10 @@ from ...core.stage import ShardOutput, Stage
 
 
 def scores_at(r: dict, candidate_id: str) -> dict:
-    """The QL / RC / RRF / embedder scores of one candidate of a reranked row."""
+    """The QL / RC / RRF / embedder scores of one candidate of a reranked row ({} for a seed
+    positive that the embedder did not retrieve)."""
+    if candidate_id not in r["candidate_ids"]:
+        return {}
     k = r["candidate_ids"].index(candidate_id)
     return {"ql": r["ql_scores"][k], "rc": r["rc_scores"][k], "rrf": r["rrf_scores"][k],
             "embed": r["embed_scores"][k]}

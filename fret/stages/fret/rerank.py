@@ -48,6 +48,10 @@ class RerankSettings(Section):
     negatives: Literal["last", "sample"] = "last"
     num_negatives: int = Field(1, ge=0)
     max_passage_words: int = 200
+    # fused: the top passage under the fusion (FRet); seed: the passage the query was written
+    # from, whatever the LLM says (the Promptagator / InPars baseline, for ablations)
+    positive: Literal["fused", "seed"] = "fused"
+    new_keys = {"positive": "fused"}
 
 
 def ranks(scores: list[float]) -> list[int]:
@@ -184,11 +188,17 @@ class RerankStage(Stage):
     def fingerprint(self) -> dict:
         return {"ql_template": self.ql.hash, "rc_template": self.rc.hash}
 
+    @classmethod
+    def report_notes(cls, totals: dict) -> list[str]:
+        return rerank_notes(totals)
+
     def process(self, index: int) -> ShardOutput:
         s = self.settings
         mined = self.ctx.read_shard("mine", index)
-        texts = {pid: passage_text(r["text"], s.max_passage_words) for pid, r in
-                 self.ctx.lookup("corpus", [c for m in mined for c in m["candidate_ids"]]).items()}
+        wanted = [c for m in mined for c in m["candidate_ids"]]
+        wanted += [m["passage_id"] for m in mined] if s.positive == "seed" else []
+        texts = {pid: passage_text(r["text"], s.max_passage_words)
+                 for pid, r in self.ctx.lookup("corpus", wanted).items()}
         pairs = [(m["query"], texts[c]) for m in mined for c in m["candidate_ids"]]
         weights = usable_fusion(s.fusion, self.ctx.llm.has_prompt_logprobs() if s.fusion.get("ql") else True)
         # QL stays asked for where it is wanted, so that its absence is counted (ql_unavailable)
@@ -216,9 +226,9 @@ class RerankStage(Stage):
         fused = fuse(weights, by_signal, s.rrf_k)
         order = ranks(fused)  # ties under RRF keep the embedder's order
         by_rank = sorted(range(len(ids)), key=order.__getitem__)
-        positive = ids[by_rank[0]]
+        positive = m["passage_id"] if s.positive == "seed" and m["passage_id"] else ids[by_rank[0]]
         # A passage with the positive's exact text is no negative (duplicate corpus passages).
-        pool = [ids[i] for i in by_rank[1:] if texts[ids[i]] != texts[positive]]
+        pool = [ids[i] for i in by_rank if ids[i] != positive and texts[ids[i]] != texts[positive]]
         count = min(s.num_negatives, len(pool))
         if s.negatives == "last":
             negatives = pool[len(pool) - count:]
