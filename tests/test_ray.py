@@ -31,10 +31,11 @@ ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
 FRET = ROOT / "pipelines" / "fret.yaml"
 E5 = ROOT / "pipelines" / "e5.yaml"
+# One thread per model worker (and in the local run): two 1-CPU actors fit the 2-CPU cluster.
 SMALL = ["llm.backend=fake", "corpus.sources.0.limit=120", "sample.size=12", "sample.shard_size=4",
-         "mine.top_n=5", "queries.max_attempts=2"]
+         "mine.top_n=5", "queries.max_attempts=2", "executor.threads=1"]
 E5_SMALL = ["llm.backend=e5fake", "examples.languages={en: 2, fr: 1, de: 1}"]
-WHO = ("seconds", "node", "worker", "gpus")  # what may differ between two runs of one shard
+WHO = ("seconds", "node", "host", "worker", "gpus", "retries", "lost")  # may differ between two runs
 
 
 @pytest.fixture(scope="session")
@@ -92,7 +93,8 @@ def test_fret_under_ray_equals_local(cluster, local_fret, tmp_path):
     assert_same_run(local_fret, tmp_path, FRET_STAGES)
     rerank = shards.load_manifest(tmp_path / "rerank")["shards"]
     assert all(e["node"] and e["worker"] for e in rerank.values())
-    assert len({e["worker"] for e in rerank.values()}) == 2  # a pool of two actors shared the shards
+    # A pool of up to two actors: the second gets shards once built (none waits on a starting one).
+    assert len({e["worker"] for e in rerank.values()}) <= 2
     # One actor made the model stages before it, one after the other, keeping its models.
     made_by = {s: {e["worker"] for e in shards.load_manifest(tmp_path / s)["shards"].values()}
                for s in ("queries", "embed", "mine")}
@@ -101,8 +103,8 @@ def test_fret_under_ray_equals_local(cluster, local_fret, tmp_path):
     # export (no model) ran on those held actors instead of ending them for plain tasks.
     export = shards.load_manifest(tmp_path / "export")["shards"].values()
     assert {e["worker"] for e in export} <= {e["worker"] for e in rerank.values()}
-    # Models are loaded once per actor: the two rerank actors wrote one cache file each.
-    assert len(list((tmp_path / "_cache").glob("llm-*.sqlite"))) >= 2
+    # One cache file per actor that asked the LLM.
+    assert len(list((tmp_path / "_cache").glob("llm-*.sqlite"))) == len({e["worker"] for e in rerank.values()})
     assert results["export"]["totals"]["rows_out"] == 12
     # A rerun plans nothing: every shard is done under the same settings hash.
     before = (tmp_path / "rerank" / shards.MANIFEST).read_text()
@@ -197,7 +199,7 @@ def test_placement_on_logical_gpus_and_custom_resources(cluster, local_fret, tmp
     assert all(len(e["gpus"]) == 1 for e in shards.load_manifest(tmp_path / "embed")["shards"].values())
     assert rows_of(tmp_path, "export") == rows_of(local_fret, "export")
     too_big = SMALL + ["executor.stages.corpus={num_gpus: 3}"]
-    with pytest.raises(Exception, match="asks for 3 GPU per worker"):
+    with pytest.raises(Exception, match="can hold a worker of 1 CPU, 3 GPU"):
         run(tmp_path / "big", FRET, too_big, executor="ray")
 
 

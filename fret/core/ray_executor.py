@@ -28,19 +28,20 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from tqdm import tqdm
 
 from .errors import RunError, warn
-from .executor_settings import ExecutorSettings, StageResources
+from .executor_settings import ExecutorSettings, StageResources, resolve_threads
 from .runner import StagePlan, finish_stage, plan_stage, run_stage
 from .stage import RunContext
 from ..stages import stage_class
 from .ray_worker import ShardWorker, run_one_shard
 
-RECOVER_S = 300  # how long a restarting actor may take to answer again before it is given up
+WAIT_S = 2.0  # how often the driver looks at the cluster while no shard finishes
+PLACE_WARN_S = 60  # a worker Ray has not placed by then (and no shard running): said once
 INSTALL_HINT = "--executor ray needs Ray, which is not installed: pip install 'fret[ray]'"
 
 
@@ -56,7 +57,7 @@ def system_errors(ray) -> tuple[type, ...]:
     """Ray's errors that say a worker, node or object was lost: the shard itself did not fail."""
     e = ray.exceptions
     return (e.RayActorError, e.WorkerCrashedError, e.ObjectLostError, e.NodeDiedError,
-            e.OutOfMemoryError, e.LocalRayletDiedError)
+            e.OutOfMemoryError, e.LocalRayletDiedError, e.ActorUnavailableError)
 
 
 def backend_modules(ctx: RunContext) -> list[str]:
@@ -68,21 +69,43 @@ def backend_modules(ctx: RunContext) -> list[str]:
     return [module] if module and module != "__main__" else []
 
 
-def worker_spec(ctx: RunContext, num_cpus: float) -> dict:
+def worker_spec(ctx: RunContext, threads: int) -> dict:
     """All a worker needs to rebuild the driver's stages, without the pipeline file."""
     return {"config": ctx.config.model_dump(mode="json"), "run_dir": str(ctx.run_dir.resolve()),
             "pipeline_path": str(ctx.pipeline_path) if ctx.pipeline_path else None,
-            "num_cpus": num_cpus, "imports": backend_modules(ctx), "cwd": os.getcwd()}
+            "threads": threads, "imports": backend_modules(ctx), "cwd": os.getcwd()}
 
 
-def stage_resources(ctx: RunContext, plan: StagePlan) -> tuple[StageResources, float]:
-    """(resources, GPUs per worker): vLLM stages get tensor_parallel_size GPUs by default."""
+@dataclass(frozen=True)
+class Shape:
+    """What one worker of a stage asks Ray for, and the threads it computes with."""
+    cpus: float
+    gpus: float
+    resources: tuple  # custom Ray resources, sorted (name, amount) pairs
+    threads: int
+
+    def wants(self) -> dict:
+        return {"CPU": self.cpus, "GPU": self.gpus, **dict(self.resources)}
+
+    def describe(self) -> str:
+        return ", ".join(f"{n:g} {key}" for key, n in self.wants().items() if n)
+
+
+def stage_shape(ctx: RunContext, plan: StagePlan) -> Shape:
+    """A model worker computes with executor.threads (as the local run does) and asks for as
+    many CPUs unless it has GPUs or its stage says num_cpus; vLLM stages get
+    tensor_parallel_size GPUs by default. A worker without a model asks for 1 CPU by default."""
     res = ctx.config.executor.stages.get(plan.stage.name, StageResources())
     gpus = res.num_gpus
     if gpus is None:
         llm = ctx.config.llm
         gpus = llm.tensor_parallel_size if plan.stage.uses_llm and llm.backend == "vllm" else 0
-    return res, float(gpus)
+    threads = resolve_threads(ctx.config.executor)
+    cpus = res.num_cpus
+    if cpus is None:
+        cpus = threads if plan.stage.uses_model and not gpus else 1
+    return Shape(float(cpus), float(gpus), tuple(sorted(res.resources.items())),
+                 threads if plan.stage.uses_model else max(1, int(cpus)))
 
 
 def _app_error(exc) -> BaseException:
@@ -93,11 +116,18 @@ def _app_error(exc) -> BaseException:
 
 @dataclass
 class Pool:
-    """Actors of one shape, idle between stages; `new_actor` makes one more of that shape."""
-    shape: tuple  # (CPUs, GPUs, custom resources) per actor
+    """Actors of one shape, idle between stages; `new_actor` makes one more of that shape.
+    An actor is `ready` once it has answered (placed on a node and built); until then it is
+    `starting`, and no shard is sent to it: a shard never waits on an actor Ray cannot place."""
+    shape: Shape
     spec: dict  # worker_spec: what each actor rebuilt the driver's stages from
     new_actor: Callable
-    actors: list
+    ready: list
+    starting: dict  # its `whoami` call -> the actor
+    who: dict = field(default_factory=dict)  # actor -> its whoami answer (node, worker)
+
+    def actors(self) -> list:
+        return self.ready + list(self.starting.values())
 
 
 class RayExecutor:
@@ -142,8 +172,10 @@ class RayExecutor:
                     self._as_tasks(ctx, plan, bar)
         return finish_stage(ctx, plan)
 
-    def _record(self, plan: StagePlan, index: int, entry: dict, bar) -> None:
+    def _record(self, plan: StagePlan, index: int, entry: dict, bar, lost: list) -> None:
         from .runner import record_shard
+        if lost:  # attempts on workers that were lost: `fret report` names the retried shards
+            entry.update(retries=len(lost), lost=lost)
         record_shard(plan, index, entry)
         bar.update(1)
         bar.set_postfix(rows=entry["rows_out"], rejected=sum(entry["rejected"].values()))
@@ -154,43 +186,66 @@ class RayExecutor:
                         f"times on lost workers ({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); "
                         f"finished shards are kept: run the same command again to resume")
 
-    def _check_fits(self, name: str, res: StageResources, gpus: float) -> None:
-        """A worker bigger than the whole cluster would wait forever: say so instead."""
-        have = self.ray.cluster_resources()
-        want = {"CPU": res.num_cpus, "GPU": gpus, **res.resources}
-        for key, n in want.items():
-            if n and have.get(key, 0) < n:
-                raise RunError(f"stage {name!r} asks for {n:g} {key} per worker (executor.stages."
-                               f"{name}); the Ray cluster has {have.get(key, 0):g}")
+    def _node_fits(self, shape: Shape) -> tuple[bool, dict]:
+        """(whether a live node of the cluster can hold one worker, the largest such node's
+        resources). Per node, not summed: one actor runs on one node."""
+        nodes = [n.get("Resources", {}) for n in self.ray.nodes() if n.get("Alive")]
+        want = shape.wants()
+        fits = any(all(have.get(k, 0) >= n for k, n in want.items() if n) for have in nodes)
+        largest = max(nodes, key=lambda have: [have.get(k, 0) for k in want], default={})
+        return fits, largest
+
+    def _cannot_place(self, name: str, shape: Shape) -> RunError:
+        _, largest = self._node_fits(shape)
+        have = ", ".join(f"{largest.get(k, 0):g} {k}" for k, n in shape.wants().items() if n)
+        return RunError(f"stage {name!r}: no live node of the Ray cluster can hold a worker of "
+                        f"{shape.describe()} (executor.stages.{name}, executor.threads); the "
+                        f"largest has {have or 'nothing'}; finished shards are kept")
+
+    def _check_fits(self, name: str, shape: Shape) -> None:
+        """A worker bigger than every node would wait forever: say so instead."""
+        if not self._node_fits(shape)[0]:
+            raise self._cannot_place(name, shape)
 
     def _end_pool(self) -> None:
         if self.pool is not None:
-            self._close_actors(self.pool.actors)
+            self._close_actors(self.pool)
             self.pool = None
 
     def _take_actors(self, ctx: RunContext, plan: StagePlan) -> Pool:
         """Actors for a model stage: the held pool's if its shape matches, else new ones."""
-        res, gpus = stage_resources(ctx, plan)
-        self._check_fits(plan.stage.name, res, gpus)
-        n = min(res.workers, len(plan.todo))
-        shape = (res.num_cpus, gpus, tuple(sorted(res.resources.items())))
-        spec = worker_spec(ctx, res.num_cpus)
+        shape = stage_shape(ctx, plan)
+        self._check_fits(plan.stage.name, shape)
+        n = min(ctx.config.executor.stages.get(plan.stage.name, StageResources()).workers,
+                len(plan.todo))
+        spec = worker_spec(ctx, shape.threads)
         if self.pool is not None and (self.pool.shape, self.pool.spec) == (shape, spec):
             pool = self._hand_over_pool()
-            self._close_actors(pool.actors[n:])
-            pool.actors = pool.actors[:n] + [pool.new_actor() for _ in range(n - len(pool.actors))]
+            extra = pool.actors()[n:]  # the surplus goes: the starting ones first
+            keep = [a for a in pool.actors() if a not in extra]
+            pool.ready = [a for a in pool.ready if a in keep]
+            pool.starting = {ref: a for ref, a in pool.starting.items() if a in keep}
+            self._kill(extra)
+            for _ in range(n - len(keep)):
+                pool.new_actor()
             return pool
         self._end_pool()
-        # Ray restarts a dead actor (running __init__ again; a stage is set up at its next shard).
+        # No restarts by Ray: a lost actor is replaced by a new one, which may land on any node,
+        # and gets shards only once it has answered (see Pool).
         Worker = self.ray.remote(ShardWorker)
-        options = dict(num_cpus=res.num_cpus, num_gpus=gpus, resources=res.resources or None,
-                       max_restarts=-1, max_task_retries=0)
+        options = dict(num_cpus=shape.cpus, num_gpus=shape.gpus,
+                       resources=dict(shape.resources) or None, max_restarts=0, max_task_retries=0)
+        pool = Pool(shape, spec, lambda: None, [], {})
 
         def new_actor():
             self.named += 1
-            return Worker.options(name=f"fret-{os.getpid()}-{self.named}", **options).remote(spec)
+            actor = Worker.options(name=f"fret-{os.getpid()}-{self.named}", **options).remote(spec)
+            pool.starting[actor.whoami.remote()] = actor
 
-        return Pool(shape, spec, new_actor, [new_actor() for _ in range(n)])
+        pool.new_actor = new_actor
+        for _ in range(n):
+            new_actor()
+        return pool
 
     def _hand_over_pool(self) -> Pool:
         """The held pool, for a stage to run on: no longer held (a failure ends it)."""
@@ -205,73 +260,93 @@ class RayExecutor:
         held actors are idle and already hold what each of the stage's shards asks for (a
         vLLM engine is shut down by the actor first, see ShardWorker.process). A stage that asks
         for more workers than the pool has (`executor.stages.NAME.workers`) runs as tasks."""
-        if self.pool is None:
+        if self.pool is None or not self.pool.ready:
             return False
-        cpus, gpus, resources = self.pool.shape
-        res, want_gpus = stage_resources(ctx, plan)
-        held = dict(resources)
-        return (cpus >= res.num_cpus and gpus >= want_gpus and len(self.pool.actors) >= res.workers
-                and all(held.get(k, 0) >= n for k, n in res.resources.items())
-                and self.pool.spec == worker_spec(ctx, cpus))
+        held, want = self.pool.shape, stage_shape(ctx, plan)
+        workers = ctx.config.executor.stages.get(plan.stage.name, StageResources()).workers
+        return (held.cpus >= want.cpus and held.gpus >= want.gpus
+                and len(self.pool.actors()) >= workers
+                and all(dict(held.resources).get(k, 0) >= n for k, n in want.resources)
+                and self.pool.spec == worker_spec(ctx, held.threads))
 
     def _on_actors(self, ctx: RunContext, plan: StagePlan, bar, pool: Pool) -> None:
+        """Shards to ready actors, one at a time each. A lost actor (its process or node gone)
+        has its shard sent again, up to max_attempts, and a new actor asked for in its place,
+        at most `workers * max_attempts` in all; the stage goes on with the actors that remain
+        meanwhile. With no shard running and no actor ready, a cluster whose live nodes cannot
+        hold one worker ends the stage in one line."""
         ray, limit, name = self.ray, self.settings.max_attempts, plan.stage.name
-        # Attempts per shard bound a shard that keeps killing its worker; an actor ended for good
-        # (ray.kill, its node gone) is replaced, at most `workers * max_attempts` times in all.
-        actors, new_actor = pool.actors, pool.new_actor
-        n_workers = len(actors)
-        spare = n_workers * limit
-        pending, idle = deque(plan.todo), deque(actors)
+        spare = len(pool.actors()) * limit
+        pending, ready = deque(plan.todo), deque(pool.ready)
+        pool.ready = []
         attempts: Counter = Counter()
-        running: dict = {}  # object ref -> (shard index or None for a liveness probe, actor, since)
+        lost: dict[int, list] = {}  # shard -> the workers lost while making it
+        running: dict = {}  # object ref -> (shard index, actor)
         failure: Optional[BaseException] = None
+        waiting_since = time.monotonic()
+
+        def replace(actor) -> None:
+            nonlocal spare
+            self._kill([actor])
+            if spare > 0 and failure is None:
+                spare -= 1
+                pool.new_actor()
+
         try:
             while running or (pending and failure is None):
-                while pending and idle and failure is None:
-                    index, actor = pending.popleft(), idle.popleft()
+                while pending and ready and failure is None:
+                    index, actor = pending.popleft(), ready.popleft()
                     attempts[index] += 1
-                    running[actor.process.remote(name, index)] = (index, actor, 0.0)
-                if not running:
+                    running[actor.process.remote(name, index)] = (index, actor)
+                if not running and not pool.starting:
                     failure = RunError(f"stage {name!r}: every worker was lost and none could be "
-                                       f"restarted; finished shards are kept: run the same "
+                                       f"replaced; finished shards are kept: run the same "
                                        f"command again to resume")
                     break
-                [ref], _ = ray.wait(list(running), num_returns=1)
-                index, actor, since = running.pop(ref)
+                done, _ = ray.wait([*running, *pool.starting], num_returns=1, timeout=WAIT_S)
+                if not done:
+                    if not running and not self._node_fits(pool.shape)[0]:
+                        failure = self._cannot_place(name, pool.shape)
+                    elif not running and time.monotonic() - waiting_since > PLACE_WARN_S:
+                        warn(f"stage {name!r}: waiting for Ray to place a worker of "
+                             f"{pool.shape.describe()} (`ray status` shows what holds the nodes)")
+                        waiting_since = float("inf")
+                    continue
+                [ref] = done
+                if ref in pool.starting:  # an actor placed and built, or lost on the way
+                    actor = pool.starting.pop(ref)
+                    try:
+                        pool.who[actor] = ray.get(ref)
+                        ready.append(actor)
+                    except system_errors(ray):
+                        replace(actor)
+                    except ray.exceptions.RayTaskError as exc:  # building the stage failed
+                        failure = failure or _app_error(exc)
+                        self._kill([actor])
+                    continue
+                index, actor = running.pop(ref)
+                waiting_since = time.monotonic()
                 try:
                     result = ray.get(ref)
-                except system_errors(ray) as exc:
-                    if index is not None:  # lost mid-shard: the shard goes back in the queue
-                        if not self._retry_or_fail(plan, index, attempts, limit, pending,
-                                                   type(exc).__name__):
-                            failure = failure or self._gave_up(plan, index, attempts[index], exc)
-                        since = time.monotonic()
-                    elif (isinstance(exc, ray.exceptions.ActorUnavailableError)
-                          and time.monotonic() - since < RECOVER_S):
-                        time.sleep(0.2)  # restarting: ask again shortly
-                    else:  # ended for good (ray.kill, node gone) or never came back: replace it
-                        actors.remove(actor)
-                        ray.kill(actor, no_restart=True)
-                        if spare > 0 and failure is None:
-                            spare -= 1
-                            actors.append(new_actor())
-                            idle.append(actors[-1])
-                        continue
-                    # Is it back? A liveness probe answers once Ray has restarted the actor.
-                    running[actor.pid.remote()] = (None, actor, since)
+                except system_errors(ray) as exc:  # lost mid-shard: the shard goes back in the queue
+                    lost.setdefault(index, []).append({**pool.who.get(actor, {}), "error": type(exc).__name__})
+                    if not self._retry_or_fail(plan, index, attempts, limit, pending,
+                                               type(exc).__name__):
+                        failure = failure or self._gave_up(plan, index, attempts[index], exc)
+                    replace(actor)
                     continue
                 except ray.exceptions.RayTaskError as exc:  # the stage's own error: not retried
                     failure = failure or _app_error(exc)
-                    idle.append(actor)
+                    ready.append(actor)
                     continue
-                idle.append(actor)
-                if index is not None:
-                    self._record(plan, index, result, bar)
+                ready.append(actor)
+                self._record(plan, index, result, bar, lost.get(index, []))
         finally:
+            pool.ready = list(ready) + [actor for _, actor in running.values()]
             if failure is None:  # kept, models loaded, for the next stage of the same shape
                 self.pool = pool
             else:
-                self._close_actors(actors)
+                self._close_actors(pool)
         if failure is not None:
             raise failure
 
@@ -281,48 +356,71 @@ class RayExecutor:
         if attempts[index] >= limit:
             return False
         warn(f"stage {plan.stage.name!r}: the worker making shard {index} was lost ({why}); "
-              f"sending the shard again (attempt {attempts[index] + 1} of {limit})")
+             f"sending the shard again (attempt {attempts[index] + 1} of {limit})")
         pending.appendleft(index)
         return True
 
-    def _close_actors(self, actors) -> None:
-        """Ask each actor to release its model (vLLM engines need it), then end it."""
+    def _kill(self, actors) -> None:
+        for actor in actors:
+            self.ray.kill(actor, no_restart=True)
+
+    def _close_actors(self, pool: Pool) -> None:
+        """Ask each ready actor to release its model (vLLM engines need it), then end them all:
+        an actor not yet placed has nothing to release, and asking it would wait on Ray."""
         ray = self.ray
-        closing = [a.close.remote() for a in actors]
+        closing = [a.close.remote() for a in pool.ready]
         try:
             ray.wait(closing, num_returns=len(closing), timeout=60)
         except ray.exceptions.RayError:
             pass  # an actor that is already gone has nothing to release
-        for actor in actors:
-            ray.kill(actor, no_restart=True)
+        self._kill(pool.actors())
+        pool.ready, pool.starting = [], {}
 
     def _as_tasks(self, ctx: RunContext, plan: StagePlan, bar) -> None:
-        ray = self.ray
+        """One Ray task per shard, as many at once as the cluster fits; a task lost with its
+        worker or node is sent again (by this driver, to count it), up to max_attempts."""
+        ray, limit = self.ray, self.settings.max_attempts
         self._end_pool()
-        res, gpus = stage_resources(ctx, plan)
-        self._check_fits(plan.stage.name, res, gpus)
-        spec = worker_spec(ctx, res.num_cpus)
+        shape = stage_shape(ctx, plan)
+        self._check_fits(plan.stage.name, shape)
+        spec = worker_spec(ctx, shape.threads)
         task = ray.remote(run_one_shard).options(
-            num_cpus=res.num_cpus, num_gpus=gpus, resources=res.resources or None,
-            max_retries=self.settings.max_attempts - 1, retry_exceptions=False)
+            num_cpus=shape.cpus, num_gpus=shape.gpus, resources=dict(shape.resources) or None,
+            max_retries=0, retry_exceptions=False)
+        attempts: Counter = Counter(plan.todo)
+        lost: dict[int, list] = {}
         running = {task.remote(spec, plan.stage.name, index): index for index in plan.todo}
         failure: Optional[BaseException] = None
         while running:
-            [ref], _ = ray.wait(list(running), num_returns=1)
-            index = running.pop(ref)
+            done, _ = ray.wait(list(running), num_returns=1, timeout=WAIT_S)
+            if not done:
+                if not self._node_fits(shape)[0]:
+                    failure = failure or self._cannot_place(plan.stage.name, shape)
+                    for other in running:
+                        ray.cancel(other, force=True)
+                    break
+                continue
+            index = running.pop(done[0])
             try:
-                entry = ray.get(ref)
+                entry = ray.get(done[0])
             except ray.exceptions.RayTaskError as exc:
                 failure = failure or _app_error(exc)
                 for other in running:
                     ray.cancel(other)
                 continue
-            except system_errors(ray) as exc:
-                failure = failure or self._gave_up(plan, index, self.settings.max_attempts, exc)
-                continue
             except ray.exceptions.TaskCancelledError:
                 continue
-            self._record(plan, index, entry, bar)
+            except system_errors(ray) as exc:
+                lost.setdefault(index, []).append({"error": type(exc).__name__})
+                if failure is None and attempts[index] < limit:
+                    warn(f"stage {plan.stage.name!r}: the worker making shard {index} was lost "
+                         f"({type(exc).__name__}); sending the shard again (attempt "
+                         f"{attempts[index] + 1} of {limit})")
+                    attempts[index] += 1
+                    running[task.remote(spec, plan.stage.name, index)] = index
+                else:
+                    failure = failure or self._gave_up(plan, index, attempts[index], exc)
+                continue
+            self._record(plan, index, entry, bar, lost.get(index, []))
         if failure is not None:
             raise failure
-

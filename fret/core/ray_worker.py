@@ -12,24 +12,9 @@ import sys
 from pathlib import Path
 
 from .config import config_from_dict
+from .executors import size_threads
 from .runner import make_stage, process_shard
 from .stage import RunContext
-
-
-def size_threads(num_cpus: float) -> int:
-    """Torch, BLAS and tokenizers threads = the CPUs Ray gave this worker (at least 1).
-
-    Two workers on one machine each with torch's default (one thread per core) run an order of
-    magnitude slower than one alone: they fight over the same cores."""
-    n = max(1, int(num_cpus))
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RAYON_NUM_THREADS"):
-        os.environ[var] = str(n)  # torch and faiss read these when first imported
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    if "torch" in sys.modules:  # already imported in this (reused) worker process: set it live
-        sys.modules["torch"].set_num_threads(n)
-    if "faiss" in sys.modules:
-        sys.modules["faiss"].omp_set_num_threads(n)
-    return n
 
 
 def _ray_context():
@@ -40,10 +25,12 @@ def _ray_context():
 
 
 def _identity() -> tuple[str, str]:
-    """(node, worker): the host's name and a name unique on the cluster, e.g. 'a1b2c3d4-4711'."""
+    """(node, worker): the Ray node id (the host's name outside Ray) and a name unique on the
+    cluster, e.g. 'a1b2c3d4-4711'. Not the host's name alone: every node of one machine, or of
+    one container image, can share it."""
     context = _ray_context()
     node_id = (context.get_node_id() if context else None) or socket.gethostname()
-    return socket.gethostname(), f"{node_id[:8]}-{os.getpid()}"
+    return node_id, f"{node_id[:8]}-{os.getpid()}"
 
 
 def _gpu_ids() -> list[str]:
@@ -92,8 +79,8 @@ class ShardWorker:
     def __init__(self, spec: dict):
         if os.path.isdir(spec["cwd"]):  # relative paths in the settings mean what they meant
             os.chdir(spec["cwd"])        # to the driver (on a cluster: where the run folder is shared)
-        self.num_cpus = spec["num_cpus"]
-        size_threads(self.num_cpus)
+        self.threads = spec["threads"]  # executor.threads on a model worker, as the local run
+        size_threads(self.threads)
         for module in spec["imports"]:
             importlib.import_module(module)  # registers the LLM backend the pipeline names
         config = config_from_dict(_for_actor(dict(spec["config"])))
@@ -116,16 +103,17 @@ class ShardWorker:
                 self._release_llm()
             built.shard_indices()
             built.setup()
-            size_threads(self.num_cpus)  # torch is imported by now: set its threads live too
+            size_threads(self.threads)  # torch is imported by now: set its threads live too
             self.stage, self.stage_name = built, stage
         entry = process_shard(self.stage, index)
-        entry.update(node=self.node, worker=self.worker)
+        entry.update(node=self.node, host=socket.gethostname(), worker=self.worker)
         if self.gpus:
             entry["gpus"] = self.gpus
         return entry
 
-    def pid(self) -> int:
-        return os.getpid()
+    def whoami(self) -> dict:
+        """Answers once the actor is placed and built: who it is, where."""
+        return {"node": self.node, "worker": self.worker}
 
     def _release_llm(self) -> None:
         if self.ctx._llm is not None:

@@ -29,6 +29,7 @@ from ..stages import PIPELINES, stage_class
 from . import shards
 from .config import load_pipeline
 from .errors import warn
+from .executor_settings import check_threads, resolve_threads
 from .records import REJECT_SCHEMA
 from .stage import RunContext, Stage, StageError
 
@@ -168,6 +169,10 @@ def plan_stage(ctx: RunContext, name: str, restart: bool = False,
     if manifest.get("settings_hash") != digest:
         manifest = {"stage": name, "settings_hash": digest, "shards": {}}
     _drop_damaged(ctx, stage_dir, manifest)
+    if stage.uses_model:  # the threads a model computes with change its output: recorded, checked
+        mixed = check_threads(manifest, resolve_threads(ctx.config.executor), name, ctx.run_dir)
+        if mixed:
+            raise StageError(mixed)
     manifest.update(settings=stage.settings.model_dump(mode="json"), upstream=upstream,
                     complete=False)
     todo = [i for i in stage.shard_indices() if shards.shard_name(i) not in manifest["shards"]]
