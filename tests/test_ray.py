@@ -99,7 +99,7 @@ def test_fret_under_ray_equals_local(cluster, local_fret, tmp_path):
     made_by = {s: {e["worker"] for e in shards.load_manifest(tmp_path / s)["shards"].values()}
                for s in ("queries", "embed", "mine")}
     assert len(made_by["queries"]) == 1 and made_by["queries"] == made_by["embed"] == made_by["mine"]
-    assert made_by["mine"] < {e["worker"] for e in rerank.values()}
+    assert made_by["mine"] <= {e["worker"] for e in rerank.values()}
     # export (no model) ran on those held actors instead of ending them for plain tasks.
     export = shards.load_manifest(tmp_path / "export")["shards"].values()
     assert {e["worker"] for e in export} <= {e["worker"] for e in rerank.values()}
