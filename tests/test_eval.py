@@ -114,7 +114,7 @@ def test_malformed_inputs_name_the_file(tmp_path, capsys):
         read_beir(bad)
     sts = tmp_path / "sts.tsv"
     sts.write_text("main\tf\t2012\t1\t5.0\ta\tb\nmain\tf\t2012\t2\t4.0\tonly six\n")
-    assert fret_eval.main(["--model", "default", "--sts", str(sts)]) == 1
+    assert fret_eval.main(["--model", "default", "--sts", str(sts)]) == 2  # input: found before the model loads
     err = capsys.readouterr().err
     assert f"{sts}:2: expected 7 tab-separated fields" in err
     cls = tmp_path / "cls"
@@ -126,7 +126,7 @@ def test_malformed_inputs_name_the_file(tmp_path, capsys):
         read_classification(cls)
     (tmp_path / "a.txt").write_text("one\ntwo\n")
     (tmp_path / "b.txt").write_text("uno\n")
-    assert fret_eval.main(["--model", "default", "--bitext", str(tmp_path / "a.txt"), str(tmp_path / "b.txt")]) == 1
+    assert fret_eval.main(["--model", "default", "--bitext", str(tmp_path / "a.txt"), str(tmp_path / "b.txt")]) == 2
     assert "must align" in capsys.readouterr().err
 
 

@@ -288,9 +288,7 @@ def test_unwritable_shard_path_stops_the_stage_and_the_rerun_finishes_identicall
 # --- errors and exit codes ------------------------------------------------------------------------
 
 def test_version(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        main(["--version"])
-    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"fret {__version__}"
+    assert main(["--version"]) == 0 and capsys.readouterr().out.strip() == f"fret {__version__}"
 
 
 def raiser(exc):
@@ -302,8 +300,8 @@ def raiser(exc):
 @pytest.mark.parametrize("where, argv", [
     ("fret.core.runner.run_pipeline", ["run", str(PIPELINE), "--run-dir", "{tmp}"]),
     ("fret.report.report", ["report", "{tmp}"]),
-    ("fret.parts.train.cli.main", ["train", "--data", "x"]),
-    ("fret.parts.evaluation.cli.main", ["eval", "--model", "x"]),
+    ("fret.parts.train.cli.run", ["train", "--data", "x"]),
+    ("fret.parts.evaluation.cli.run", ["eval", "--model", "x"]),
 ])
 def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(where, argv, tmp_path, capsys,
                                                                        monkeypatch):
@@ -322,8 +320,8 @@ def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(where, arg
 
 @pytest.mark.parametrize("where, argv, resumable", [
     ("fret.core.runner.run_pipeline", ["generate", "corpus", str(PIPELINE), "--run-dir", "{tmp}"], True),
-    ("fret.parts.train.cli.main", ["train", "--data", "x"], True),
-    ("fret.parts.evaluation.cli.main", ["eval", "--model", "x"], False),
+    ("fret.parts.train.cli.run", ["train", "--data", "x"], True),
+    ("fret.parts.evaluation.cli.run", ["eval", "--model", "x"], False),
     ("fret.report.report", ["report", "{tmp}"], False),
 ])
 def test_ctrl_c_exits_130_in_one_line(where, argv, resumable, tmp_path, capsys, monkeypatch):
@@ -403,14 +401,17 @@ def test_bad_paths_and_servers_are_one_clear_line(run_dir, case):
     (b"", "it read 0 rows: is the source empty or binary"),
     (bytes(range(256)) * 20, "every row was rejected (top reasons: invalid_utf8"),
 ])
-def test_a_stage_with_0_rows_says_so(tmp_path, capsys, content, cause):
+def test_a_stage_with_0_rows_stops_the_run_unless_allowed(tmp_path, capsys, content, cause):
     source = tmp_path / "corpus.jsonl"
     source.write_bytes(content)
-    assert gen("corpus", tmp_path / "run", overrides=[f"corpus.sources=[{{type: jsonl, path: {source}}}]"]) == 0
-    warnings = [line for line in err_lines(capsys) if "warning" in line]
-    assert len(warnings) == 1
-    assert f"stage 'corpus' ended with 0 rows in {tmp_path / 'run' / 'corpus'}" in warnings[0]
-    assert cause in warnings[0]
+    overrides = [f"corpus.sources=[{{type: jsonl, path: {source}}}]"]
+    assert fret("run", PIPELINE, "--run-dir", tmp_path / "run", overrides=overrides) == 1
+    err = err_lines(capsys)
+    assert len(err) == 1 and err[0].startswith("fret: error: ")
+    assert f"stage 'corpus' ended with 0 rows in {tmp_path / 'run' / 'corpus'}" in err[0]
+    assert cause in err[0] and "--allow-empty" in err[0]
+    assert not (tmp_path / "run" / "sample").exists()  # stopped there
+    assert gen("corpus", tmp_path / "run", "--allow-empty", overrides=overrides) == 0
 
 
 def test_refused_command_leaves_the_settings_files_alone(run_dir, capsys):

@@ -70,35 +70,101 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+def _parse(path: Path, text: str):
+    """The settings tree of a file's text; a syntax error names the line and column."""
+    try:
+        return tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:  # 'fret.yaml:12:5: not valid YAML: ...'
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = exc.problem or exc.context or "syntax error"
+        raise ConfigError(f"{where}: not valid YAML: {' '.join(problem.split())}") from None
+    except tomllib.TOMLDecodeError as exc:  # its message ends '(at line 2, column 1)'
+        raise ConfigError(f"{path}: not valid TOML: {str(exc).splitlines()[0]}") from None
+    except (yaml.YAMLError, RecursionError) as exc:
+        kind = "TOML" if path.suffix == ".toml" else "YAML"
+        raise ConfigError(f"{path}: not valid {kind}: {str(exc).splitlines()[0] if str(exc) else 'nested too deeply'}") from None
+
+
+def key_lines(text: str) -> dict[tuple[str, ...], int]:
+    """The line (1-based) of each dotted key of a YAML text: {('sample', 'size'): 24, ...}.
+
+    key_lines('a:\n  b: 1\n') -> {('a',): 1, ('a', 'b'): 2}; {} for text that is not YAML."""
+    try:
+        root = yaml.compose(text)
+    except (yaml.YAMLError, RecursionError):
+        return {}
+    lines: dict[tuple[str, ...], int] = {}
+    todo = [((), root)]
+    while todo:
+        prefix, node = todo.pop()
+        if isinstance(node, yaml.MappingNode):
+            items = [(k.value, k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode)]
+        elif isinstance(node, yaml.SequenceNode):
+            items = [(str(i), v, v) for i, v in enumerate(node.value)]
+        else:
+            continue
+        for key, at, value in items:
+            lines[(*prefix, key)] = at.start_mark.line + 1
+            todo.append(((*prefix, key), value))
+    return lines
+
+
 def read_file(path: Path) -> dict:
+    return _read(path)[0]
+
+
+def _read(path: Path) -> tuple[dict, dict]:
+    """(settings tree, line of each dotted key) of a pipeline file."""
     if not path.is_file():
         raise ConfigError(f"pipeline file not found: {path}")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    try:
-        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
-    except (yaml.YAMLError, tomllib.TOMLDecodeError, RecursionError) as exc:
-        raise ConfigError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: "
-                          f"{str(exc).splitlines()[0]}") from None
+    data = _parse(path, text)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of settings at the top level")
-    return data
+    return data, ({} if path.suffix == ".toml" else key_lines(text))
 
 
-def describe_error(source: str, exc: ValidationError) -> str:
-    """One line per problem: 'fret.yaml: rerank.rrf_k: Input should be a valid integer (got 'x')'."""
+class Origin:
+    """Where a setting's value came from: a `--set` item, a line of the pipeline file, or the
+    default. Origin(path, {}, ['sample.size=0']).of(('sample', 'size')) -> '--set sample.size=0'"""
+
+    def __init__(self, path: Path, lines: dict, overrides: list[str]):
+        self.path, self.lines = path, lines
+        self.sets = [(tuple(k.strip() for k in item.partition("=")[0].split(".")), item)
+                     for item in overrides]
+
+    def of(self, loc: tuple) -> str:
+        loc = tuple(str(k) for k in loc)
+        for keys, item in reversed(self.sets):  # the last --set of a key wins
+            n = min(len(keys), len(loc))
+            if keys[:n] == loc[:n]:
+                return f"--set {item}"
+        for end in range(len(loc), 0, -1):
+            if loc[:end] in self.lines:
+                return f"{self.path}, line {self.lines[loc[:end]]}"
+        return f"{self.path}, by default"
+
+    def line(self, loc: tuple, message: str) -> str:
+        """'sample.size: must be >= 1 (got 0) (from --set sample.size=0)'"""
+        key = ".".join(str(k) for k in loc) or "(top level)"
+        return f"{key}: {message} (from {self.of(loc)})"
+
+
+def describe_error(origin: "Origin", exc: ValidationError) -> str:
+    """One line per problem: 'rerank.rrf_k: Input should be a valid number (got 'x') (from --set rerank.rrf_k=x)'."""
     lines = []
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         elif "input" in err and not isinstance(err["input"], dict):
             msg += f" (got {err['input']!r})"
-        lines.append(f"{source}: {key}: {msg}")
-    return "\n".join(lines)
+        lines.append(origin.line(err["loc"], msg))
+    return "\n".join(dict.fromkeys(lines))
 
 
 def pipeline_model(kind: str, stage_names: list[str], settings_of) -> type[BaseModel]:
@@ -116,19 +182,28 @@ def pipeline_model(kind: str, stage_names: list[str], settings_of) -> type[BaseM
 
 
 def load_pipeline(path: Path, overrides: list[str] = ()) -> BaseModel:
-    data = apply_overrides(read_file(path), list(overrides))
+    return load_pipeline_with_origin(path, overrides)[0]
+
+
+def load_pipeline_with_origin(path: Path, overrides: list[str] = ()) -> tuple[BaseModel, Origin]:
+    """The validated settings of a pipeline file with `--set` items, and where each came from.
+    Every problem is reported at once, one line each, naming the key and its origin."""
+    path = Path(path)
+    data, lines = _read(path)
+    origin = Origin(path, lines, list(overrides))
+    data = apply_overrides(data, list(overrides))
     kind = data.get("pipeline")
     if not isinstance(kind, str) or kind not in PIPELINES:
-        raise ConfigError(f"{path}: pipeline: expected one of {sorted(PIPELINES)} (got {kind!r})")
+        raise ConfigError(origin.line(("pipeline",), f"expected one of {sorted(PIPELINES)} (got {kind!r})"))
     model = pipeline_model(kind, PIPELINES[kind], lambda name: stage_class(kind, name).Settings)
     try:
         config = model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(describe_error(str(path), exc)) from None
+        raise ConfigError(describe_error(origin, exc)) from None
     unknown = check_stage_names(config.executor, list(PIPELINES[kind]), str(path))
     if unknown:
         raise ConfigError("\n".join(unknown))
-    return config
+    return config, origin
 
 
 def config_from_dict(data: dict) -> BaseModel:

@@ -28,7 +28,7 @@ from ..parts.llm.base import Usage
 from ..stages import PIPELINES, stage_class
 from . import shards
 from .config import load_pipeline
-from .errors import warn
+from .errors import RunError, warn
 from .executor_settings import check_threads, resolve_threads
 from .records import REJECT_SCHEMA
 from .stage import RunContext, Stage, StageError
@@ -47,9 +47,12 @@ def settings_hash(stage: Stage, upstream: dict[str, str]) -> str:
 
 
 def _fix(ctx: RunContext, name: str, restart: bool = False) -> str:
-    """The command that (re)makes one stage: 'fret generate corpus pipelines/fret.yaml --run-dir runs/demo'."""
-    pipeline = ctx.pipeline_path or "PIPELINE"
-    return f"fret generate {name} {pipeline} --run-dir {ctx.run_dir}" + (" --restart" if restart else "")
+    """The command that (re)makes one stage, with the user's own pipeline file, run folder and
+    --set items: 'fret generate corpus pipelines/fret.yaml --run-dir runs/demo --set sample.size=8'.
+    Under `fret run`, a restart is `fret run ... --restart-from STAGE` (that stage and every later
+    one, so the run goes on in one command)."""
+    verb = "run" if restart and ctx.command == "run" else "generate"
+    return shards.stage_command(name, ctx.pipeline_path, ctx.run_dir, ctx.overrides, restart, verb)
 
 
 def _inputs(stage: Stage) -> list[str]:
@@ -62,7 +65,7 @@ def _finished_upstream(ctx: RunContext, stage: Stage, name: str) -> str:
     manifest = shards.load_manifest(stage_dir)
     if not manifest.get("complete"):
         raise StageError(f"stage {stage.name!r} needs stage {name!r}, which has not finished in "
-                         f"{ctx.run_dir}: run `fret generate {name} ...` first (or `fret run`)")
+                         f"{ctx.run_dir}: run `{_fix(ctx, name)}` first (or `fret run`)")
     # checksums once per command: `fret run` verified this stage when it planned it
     bad = shards.damaged_shards(stage_dir, manifest, verify=name not in ctx.verified)
     ctx.verified.add(name)
@@ -82,11 +85,11 @@ def _upstream_hashes(ctx: RunContext, stage: Stage) -> dict[str, str]:
 def _refuse_mixing(ctx: RunContext, name: str, digest: str) -> None:
     manifest = shards.load_manifest(ctx.stage_dir(name))
     if manifest.get("shards") and manifest.get("settings_hash") != digest:
+        later = "" if ctx.command == "run" else " (later stages will then ask to be restarted too)"
         raise StageError(
             f"stage {name!r} in {ctx.run_dir} was made with other settings or inputs "
             f"(hash {manifest.get('settings_hash')} there, {digest} now); refusing to mix old and "
-            f"new shards. Start it over with: {_fix(ctx, name, restart=True)} "
-            f"(later stages will then ask to be restarted too)")
+            f"new shards. Start it over with: {_fix(ctx, name, restart=True)}{later}")
 
 
 def make_stage(ctx: RunContext, name: str) -> Stage:
@@ -121,9 +124,10 @@ def _drop_damaged(ctx: RunContext, stage_dir: Path, manifest: dict) -> None:
             path.unlink(missing_ok=True)
 
 
-def _warn_if_empty(ctx: RunContext, stage: Stage, totals: dict) -> None:
-    """A stage that ends with 0 rows says so, with the likely cause."""
-    if totals.get("rows_out", 0):
+def _stop_if_empty(ctx: RunContext, stage: Stage, totals: dict) -> None:
+    """A stage that ends with 0 rows stops the command with the likely cause, unless the user
+    asked to go on (`--allow-empty`): a later stage would only fail on the empty input."""
+    if totals.get("rows_out", 0) or ctx.allow_empty:
         return
     rejected = Counter(totals.get("rejected") or {})
     empty_inputs = [n for n in _inputs(stage)
@@ -137,7 +141,8 @@ def _warn_if_empty(ctx: RunContext, stage: Stage, totals: dict) -> None:
     else:
         cause = (f"it read {totals.get('rows_in', 0)} rows: is the source empty or binary, or filtered "
                  f"out by the stage's settings?")
-    warn(f"stage {stage.name!r} ended with 0 rows in {ctx.stage_dir(stage.name)}: {cause}")
+    raise RunError(f"stage {stage.name!r} ended with 0 rows in {ctx.stage_dir(stage.name)}: {cause}; "
+                   f"stopped here (add --allow-empty to go on with an empty stage)")
 
 
 @dataclass
@@ -217,7 +222,7 @@ def finish_stage(ctx: RunContext, plan: StagePlan) -> dict:
     plan.manifest.update(complete=True, totals=totals)
     plan.stage_dir.mkdir(parents=True, exist_ok=True)
     shards.save_manifest(plan.stage_dir, plan.manifest)
-    _warn_if_empty(ctx, plan.stage, totals)
+    _stop_if_empty(ctx, plan.stage, totals)
     return plan.manifest
 
 
@@ -235,9 +240,10 @@ def run_stage(ctx: RunContext, name: str, restart: bool = False, progress: bool 
     return finish_stage(ctx, plan)
 
 
-def open_run(pipeline: Path, run_dir: Path, overrides: list[str] = ()) -> RunContext:
-    """Validate the pipeline file; its resolved settings are saved when a command is accepted."""
-    config = load_pipeline(Path(pipeline), overrides)
+def open_run(pipeline: Path, run_dir: Path, overrides: list[str] = (), config=None) -> RunContext:
+    """The run context of a pipeline file (validated here unless `config` is given, already
+    validated); its resolved settings are saved when a command is accepted."""
+    config = config if config is not None else load_pipeline(Path(pipeline), overrides)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ctx = RunContext(run_dir, config, Path(pipeline))
@@ -254,9 +260,12 @@ def save_settings(ctx: RunContext) -> None:
 
 
 def run_pipeline(ctx: RunContext, stages: Optional[list[str]] = None, restart: bool = False,
-                 progress: bool = True, run_one: Callable[..., dict] = run_stage) -> dict[str, dict]:
-    """Every stage in order; `run_one` is the executor's run_stage (local here, or Ray's)."""
+                 progress: bool = True, run_one: Callable[..., dict] = run_stage,
+                 restart_from: Optional[str] = None) -> dict[str, dict]:
+    """Every stage in order; `run_one` is the executor's run_stage (local here, or Ray's).
+    `restart_from`: that stage and every later one start over, the earlier ones resume."""
     names = stages or PIPELINES[ctx.config.pipeline]
+    first = names.index(restart_from) if restart_from in names else len(names)
     ctx.progress = progress  # sub-runs of a recipe show bars only when their parent does
     results = {}
     saved = []
@@ -267,8 +276,9 @@ def run_pipeline(ctx: RunContext, stages: Optional[list[str]] = None, restart: b
             saved.append(True)
 
     try:
-        for name in names:
-            results[name] = run_one(ctx, name, restart=restart, progress=progress, on_work=accepted)
+        for i, name in enumerate(names):
+            results[name] = run_one(ctx, name, restart=restart or i >= first, progress=progress,
+                                    on_work=accepted)
         accepted()  # a command that had nothing to do is accepted once it has checked every stage
     finally:
         ctx.close()

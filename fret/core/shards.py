@@ -23,7 +23,7 @@ import json
 import os
 import secrets
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple
+from typing import Any, Iterable, NamedTuple, Optional
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -132,10 +132,37 @@ def read_table(path: Path, **kwargs) -> pa.Table:
                          f"{redo_hint(Path(path))}") from None
 
 
+def stage_command(stage: str, pipeline, run_dir, overrides=(), restart: bool = False,
+                  verb: str = "generate") -> str:
+    """The command that (re)makes a stage as the run was made, ready to copy:
+    stage_command('corpus', 'fret.yaml', 'runs/a', ['sample.size=8']) ->
+    'fret generate corpus fret.yaml --run-dir runs/a --set sample.size=8'"""
+    import shlex
+    words = ["fret", verb, *([stage] if verb == "generate" else []), str(pipeline or "PIPELINE"),
+             "--run-dir", str(run_dir)]
+    for item in overrides:
+        words += ["--set", item]
+    if restart:
+        words += ["--restart"] if verb == "generate" else ["--restart-from", stage]
+    return shlex.join(words)
+
+
+def run_settings(run_dir: Path) -> tuple[Optional[str], list[str]]:
+    """(pipeline file, --set items) of the last command that wrote a run folder, as saved in its
+    _settings.json; (None, []) when there is none or it cannot be read."""
+    try:
+        saved = json.loads((Path(run_dir) / "_settings.json").read_text(encoding="utf-8"))
+        return saved.get("pipeline_file"), [str(o) for o in saved.get("overrides") or []]
+    except (OSError, ValueError, AttributeError):
+        return None, []
+
+
 def redo_hint(path: Path) -> str:
-    """How to redo the stage that owns a shard or manifest, e.g. RUN/corpus/part-00001.parquet."""
+    """How to redo the stage that owns a shard or manifest, e.g. RUN/corpus/part-00001.parquet:
+    the command carries the run's own pipeline file and --set items (from RUN/_settings.json)."""
     stage_dir = path.parent.parent if path.parent.name == REJECTS else path.parent
-    return (f"delete it and run `fret generate {stage_dir.name} PIPELINE --run-dir {stage_dir.parent}` "
+    pipeline, overrides = run_settings(stage_dir.parent)
+    return (f"delete it and run `{stage_command(stage_dir.name, pipeline, stage_dir.parent, overrides)}` "
             f"to redo it (or start the stage over with --restart)")
 
 

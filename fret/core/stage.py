@@ -43,6 +43,8 @@ class RunContext:
         self.progress = True
         self.cache_writer: Optional[str] = None  # a Ray worker's name: it writes its own cache file
         self.verified: set[str] = set()  # stages whose shard checksums this command has checked
+        self.command = "generate"  # the fret command running ("run" or "generate"): its hints say so
+        self.allow_empty = False  # --allow-empty: a stage that ends with 0 rows does not stop the run
         self._llm = None
         self._models: dict[str, Any] = {}
 

@@ -21,9 +21,31 @@ def load_shards(folder: Path):
     return datasets.load_dataset("parquet", data_files=files, split="train")
 
 
+def check(folder: Path, repo: str, token_env: str = "HF_TOKEN") -> None:
+    """Every problem `fret export` can see before it loads anything, all at once."""
+    import re
+
+    from ..core.errors import Problems
+    problems = Problems()
+    folder = Path(folder)
+    if not folder.is_dir():
+        problems.add(f"{folder}: no such folder (give a stage folder such as RUN/export or RUN/mix)")
+    elif not any(folder.glob("part-*.parquet")):
+        problems.add(f"{folder}: no part-*.parquet shards to export")
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo):
+        problems.add(f"--push-to-hub {repo}: expected a data set name of the form user/name")
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        problems.add("HF_HUB_OFFLINE=1 is set: unset it to push to the Hugging Face Hub")
+    problems.raise_if_any()
+
+
 def push(folder: Path, repo: str, private: bool = False, token_env: str = "HF_TOKEN",
          split: str = "train") -> str:
+    import sys
     dataset = load_shards(folder)
+    size = sum(p.stat().st_size for p in Path(folder).glob("part-*.parquet"))
+    print(f"fret export: pushing {dataset.num_rows} rows ({size / 1e6:.1f} MB of Parquet) to {repo}",
+          file=sys.stderr, flush=True)
     token: Optional[str] = os.environ.get(token_env)
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         raise FretError("HF_HUB_OFFLINE=1 is set: unset it to push to the Hugging Face Hub")

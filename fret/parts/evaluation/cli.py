@@ -9,7 +9,9 @@ else the model's own sentence-transformers `query`/`document` prompts, else not 
 formats Gecko-style with that task instead; `--no-format` feeds the texts as they are.
 
 Every task option may repeat. The readers are in fret.parts.evaluation.readers and the metrics in
-fret.parts.evaluation.tasks; recipes call those functions directly.
+fret.parts.evaluation.tasks; recipes call those functions directly. Every file, flag and (with
+--rerank) pipeline setting is checked and every data file read before a model loads; errors
+follow fret's contract (docs/errors.md).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from typing import Optional
 
+from fret.core.errors import ArgumentParser, Problems, guarded
 from fret.parts.bundled import resolve_embedder
 from fret.parts.evaluation import readers, tasks, teacher
 from fret.parts.formatting import Formatting, gecko, recorded
@@ -37,7 +40,9 @@ def parse_dims(text: str) -> list[int]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fret eval", description="Evaluate an embedding model.")
+    p = ArgumentParser(prog="fret eval", description="Evaluate an embedding model (and, with "
+                       "--rerank, an LLM teacher). Encoding and scoring show progress with the time "
+                       "left: a bar on a terminal, a line every 30 s in a log.")
     p.add_argument("--model", required=True, help="sentence-transformers path or name; 'default' = bundled MiniLM")
     p.add_argument("--retrieval", action="append", default=[], type=Path,
                    help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv) or SQuAD/XQuAD JSON")
@@ -87,29 +92,45 @@ def choose_formatting(model: str, task: Optional[str] = None, no_format: bool = 
     return found, f"{found.describe()} ({origin})" if found else f"none ({origin})"
 
 
-def run_all(args, model, formatting: Optional[Formatting]) -> list[dict]:
+def read_all(args) -> dict:
+    """Every data set the options name, read (and so checked) before a model loads:
+    {('retrieval', i): Retrieval, ('sts', i): pairs, ('classification', i): splits, ('bitext', i): texts}."""
+    data = {}
+    for i, path in enumerate(args.retrieval):
+        data["retrieval", i] = (readers.read_squad_retrieval(path, args.corpus_from) if path.suffix == ".json"
+                                else readers.read_beir(path, args.split))
+    for i, path in enumerate(args.sts):
+        data["sts", i] = readers.read_sts(path)
+    for i, folder in enumerate(args.classification):
+        data["classification", i] = readers.read_classification(folder)
+    for i, (src, tgt) in enumerate(args.bitext):
+        data["bitext", i] = readers.read_bitext(src, tgt)
+    return data
+
+
+def run_all(args, model, formatting: Optional[Formatting], data: Optional[dict] = None) -> list[dict]:
     dims, rows = args.dims, []
     common = dict(dims=dims, formatting=formatting, batch_size=args.batch_size)
+    data = read_all(args) if data is None else data
 
-    def add(kind, data, figures):
+    def add(kind, name, figures):
         for dim, metrics in figures.items():
-            rows.append({"task": kind, "data": str(data), "dim": dim, **metrics})
+            rows.append({"task": kind, "data": str(name), "dim": dim, **metrics})
 
-    for path in args.retrieval:
-        data = (readers.read_squad_retrieval(path, args.corpus_from) if path.suffix == ".json"
-                else readers.read_beir(path, args.split))
-        qids = _limit(list(data.queries), args.limit)
+    for i, path in enumerate(args.retrieval):
+        found = data["retrieval", i]
+        qids = _limit(list(found.queries), args.limit)
         name = f"{path} (corpus {args.corpus_from})" if args.corpus_from and path.suffix == ".json" else path
-        add("retrieval", name, tasks.evaluate_retrieval(model, data.corpus, {q: data.queries[q] for q in qids},
-                                                        data.qrels, **common))
-    for path in args.sts:
-        add("sts", path, tasks.evaluate_sts(model, _limit(readers.read_sts(path), args.limit), **common))
-    for folder in args.classification:
-        (xa, ya), (xb, yb) = readers.read_classification(folder)
+        add("retrieval", name, tasks.evaluate_retrieval(model, found.corpus, {q: found.queries[q] for q in qids},
+                                                        found.qrels, **common))
+    for i, path in enumerate(args.sts):
+        add("sts", path, tasks.evaluate_sts(model, _limit(data["sts", i], args.limit), **common))
+    for i, folder in enumerate(args.classification):
+        (xa, ya), (xb, yb) = data["classification", i]
         add("classification", folder, tasks.evaluate_classification(
             model, _sample(xa, ya, args.limit), _sample(xb, yb, args.limit), **common))
-    for src, tgt in args.bitext:
-        a, b = readers.read_bitext(src, tgt)
+    for i, (src, tgt) in enumerate(args.bitext):
+        a, b = data["bitext", i]
         add("bitext", f"{src} -> {tgt}", tasks.evaluate_bitext(model, _limit(a, args.limit), _limit(b, args.limit), **common))
     return rows
 
@@ -124,34 +145,54 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str]) -> int:
-    try:
-        args = parser().parse_args(argv)
-    except SystemExit as exit_:  # argparse already printed the usage line
-        return int(exit_.code or 0)
+def check(args) -> tuple[dict, Optional[teacher.Plan]]:
+    """(data sets, the --rerank plan): every problem of the flags, files, model and pipeline at once."""
+    problems = Problems()
     if not (args.retrieval or args.sts or args.classification or args.bitext):
-        print("fret eval: give at least one of --retrieval, --sts, --classification, --bitext", file=sys.stderr)
-        return 2
+        problems.add("give at least one of --retrieval, --sts, --classification, --bitext")
+    for flag, value in (("--limit", args.limit), ("--batch-size", args.batch_size), ("--mcls", args.mcls)):
+        if value is not None and value < 1:
+            problems.add(f"{flag} {value}: expected a number >= 1")
+    if args.dims is not None and (not args.dims or min(args.dims) < 1):
+        problems.add(f"--dims {','.join(map(str, args.dims))}: expected numbers >= 1")
+    if args.corpus_from is not None and not any(p.suffix == ".json" for p in args.retrieval):
+        problems.add("--corpus-from needs a SQuAD/XQuAD --retrieval file (.json)")
+    if args.json is not None and args.json.is_dir():
+        problems.add(f"--json {args.json}: a folder, not a file")
+    for flag, paths in (("--retrieval", args.retrieval), ("--sts", args.sts),
+                        ("--classification", args.classification),
+                        ("--bitext", [p for pair in args.bitext for p in pair]),
+                        ("--corpus-from", [args.corpus_from] if args.corpus_from else [])):
+        problems.extend(f"{flag} {p}: no such file or folder" for p in paths if not p.exists())
+    problems.check(resolve_embedder, args.model, "--model")
+    plan = problems.check(teacher.check, args)
+    data = problems.check(read_all, args) if not problems.lines else None
+    problems.raise_if_any()
+    return data, plan
+
+
+def run(argv: list[str]) -> int:
+    """`fret eval` under the error contract of its caller (fret.cli or `main` below)."""
+    args = parser().parse_args(argv)
+    data, plan = check(args)
     if args.dims is None:
         args.dims = tasks.recorded_dims(args.model)
-    try:
-        formatting, which = choose_formatting(args.model, args.task, args.no_format)
-        print(f"fret eval: formatting {which}", file=sys.stderr)
-        model = tasks.load_model(args.model, args.device, args.mcls)
-        rows = run_all(args, model, formatting)
-        if args.rerank:
-            rows += teacher.run(args, model, formatting)
-    except readers.EvalDataError as err:
-        print(f"fret eval: {err}", file=sys.stderr)
-        return 1
-    except ValueError as err:  # e.g. dims larger than the model's
-        print(f"fret eval: {err}", file=sys.stderr)
-        return 2
+    formatting, which = choose_formatting(args.model, args.task, args.no_format)
+    print(f"fret eval: formatting {which}", file=sys.stderr)
+    model = tasks.load_model(args.model, args.device, args.mcls)
+    rows = run_all(args, model, formatting, data)
+    if plan is not None:
+        rows += teacher.run(args, model, formatting, plan, data)
     print(table(rows))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"model": args.model, "formatting": which, "results": rows}, indent=2) + "\n")
     return 0
+
+
+def main(argv: list[str]) -> int:
+    """`fret eval` called as a function (tests, `python -m`): the same contract as the CLI."""
+    return guarded(run, argv, "eval")
 
 
 if __name__ == "__main__":

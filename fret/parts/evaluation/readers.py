@@ -13,11 +13,12 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from fret.core.errors import ConfigError
 from fret.parts.jsonl import strict_json_lines
 
 
-class EvalDataError(ValueError):
-    pass
+class EvalDataError(ConfigError):
+    """An evaluation file that is missing or malformed: named with the line, exit 2."""
 
 
 @dataclass

@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 import numpy as np
 import pyarrow as pa
 
+from fret.core.errors import ConfigError
 from fret.parts.formatting import Formatting
 
 # One row per (model, task, data, dim, metric): the recipe's `eval` stage and `fret eval --rerank` write it.
@@ -39,9 +40,27 @@ def recorded_dims(name: str) -> Optional[list[int]]:
     return json.loads(record.read_text())["matryoshka_dims"] if record.exists() else None
 
 
-def encode(model, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-    emb = model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
-    return np.asarray(emb, dtype=np.float32)  # (n, d)
+def encode(model, texts: Sequence[str], batch_size: int = 64, what: str = "texts") -> np.ndarray:
+    """Embeddings (n, d) of `texts`; past a few thousand texts, encoded longest first in blocks of
+    whole batches (as sentence-transformers batches them) so that progress and the time left show."""
+    texts = list(texts)
+    block = batch_size * max(1, 2048 // batch_size)
+    if len(texts) <= block:
+        emb = model.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
+        return np.asarray(emb, dtype=np.float32)  # (n, d)
+    from fret.core.progress import Progress
+
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    parts = []
+    with Progress(len(texts), f"fret eval: encoding {what}", unit="text") as bar:
+        for start in range(0, len(order), block):
+            chunk = [texts[i] for i in order[start:start + block]]
+            parts.append(np.asarray(model.encode(chunk, batch_size=batch_size, convert_to_numpy=True,
+                                                 show_progress_bar=False), dtype=np.float32))
+            bar.update(len(chunk))
+    emb = np.empty((len(texts), parts[0].shape[1]), dtype=np.float32)  # (n, d)
+    emb[order] = np.concatenate(parts)
+    return emb
 
 
 def truncate(emb: np.ndarray, dim: int) -> np.ndarray:
@@ -55,7 +74,7 @@ def _dims(emb: np.ndarray, dims: Optional[Sequence[int]]) -> list[int]:
     chosen = list(dims) if dims else [full]
     bad = [d for d in chosen if d < 1 or d > full]
     if bad:
-        raise ValueError(f"dims {bad} outside 1..{full} for this model")
+        raise ConfigError(f"--dims {bad}: outside 1..{full} for this model")
     return chosen
 
 
@@ -87,8 +106,8 @@ def evaluate_retrieval(model, corpus: dict, queries: dict, qrels: dict, dims: Op
     import pytrec_eval
 
     doc_ids, qids = list(corpus), [q for q in queries if q in qrels]
-    d_emb = encode(model, [fmt_doc(formatting, *corpus[i]) for i in doc_ids], batch_size)
-    q_emb = encode(model, [fmt_query(formatting, queries[q]) for q in qids], batch_size)
+    d_emb = encode(model, [fmt_doc(formatting, *corpus[i]) for i in doc_ids], batch_size, "the corpus")
+    q_emb = encode(model, [fmt_query(formatting, queries[q]) for q in qids], batch_size, "the queries")
     results = {}
     for dim in _dims(d_emb, dims):
         scores, index = top_k(truncate(q_emb, dim), truncate(d_emb, dim), 100)

@@ -17,6 +17,7 @@ from typing import Optional
 
 import pyarrow.parquet as pq
 
+from fret.core.errors import ConfigError
 from fret.core.records import Query, Unified
 from fret.core.shards import MANIFEST
 from fret.parts.formatting import Formatting
@@ -89,7 +90,7 @@ def folder_kind(folder: Path) -> str:
         return "unified"
     if QUERY_COLUMNS <= columns:
         return "queries"
-    raise ValueError(f"{first}: columns {sorted(columns)} are neither unified records nor queries")
+    raise ConfigError(f"{first}: columns {sorted(columns)} are neither unified records nor queries")
 
 
 def _read_rows(folder: Path) -> list[dict]:
@@ -170,7 +171,7 @@ def load_data(sources: list[DataSource], max_negatives: int, seed: int) -> Loade
         lineage.append(info)
         examples.extend(found)
     if not examples:
-        raise ValueError("no training examples in " + ", ".join(str(s.path) for s in sources))
+        raise ConfigError("no training examples in " + ", ".join(str(s.path) for s in sources))
     return Loaded(examples, lineage)
 
 

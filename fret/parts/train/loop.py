@@ -13,6 +13,7 @@ from typing import Callable, Optional
 
 import torch
 
+from fret.core.errors import ConfigError
 from fret.core.records import stable_id
 from fret.parts import formatting as fmt
 from fret.parts.bundled import resolve_embedder
@@ -133,12 +134,18 @@ def train(sources: list[DataSource], model: str, output: Path, settings: TrainSe
     formatting = resolve_formatting(settings, base, data.pairs)
     log(f"fret train: formatting {formatting.describe()}")
     examples = format_examples(data.pairs, formatting)
-    encoder = Encoder(base, settings.pooling, settings.max_length).to(device)
-    encoder.train()
     loss_fn = GeckoLoss(settings.temperature, settings.same_tower_used,
                         settings.matryoshka_dims, settings.matryoshka_weights, settings.mask_siblings)
+
+    def load_encoder() -> Encoder:
+        loaded = Encoder(base, settings.pooling, settings.max_length).to(device)
+        loaded.train()
+        return loaded
+
+    encoder = None  # loaded after every check that does not need it
     batch_size = settings.batch_size
     if batch_size == "auto":  # pre-finetuning: the largest batch that fits
+        encoder = load_encoder()
         batch_size = auto_batch_size(len(examples), encoder.dim, max(1, len(settings.matryoshka_dims)),
                                      settings.negatives_used, free_memory(device), size)
         log(f"fret train: batch_size auto -> {batch_size}")
@@ -147,22 +154,24 @@ def train(sources: list[DataSource], model: str, output: Path, settings: TrainSe
                      group_by_length=settings.group_by_length, multiple_of=size)
     per_epoch = len(plan_epoch(examples, epoch=0, **plan_args))
     if per_epoch == 0:
-        raise ValueError("no complete batch: fewer examples per source than batch_size")
+        raise ConfigError(f"no complete batch: fewer examples per source ({len(examples)} in all) "
+                          f"than batch_size ({batch_size}); lower it with --set batch_size=N")
     total = settings.max_steps if settings.max_steps is not None else settings.epochs * per_epoch
-    optimizer = torch.optim.AdamW(encoder.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    warmup = settings.warmup_steps or round(settings.warmup_ratio * total)
-    warm = max(warmup, 1)  # linear warm-up to lr over `warmup` steps, then linear decay to 0
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warmup))))
     run_id = fingerprint(settings, base, data.lineage, size)
     finished = None if restart else card.read(output)
     if finished is not None:
         if finished.get("fingerprint") == run_id and finished.get("steps") == total:
             log(f"fret train: {output} already holds this training ({total} steps); --restart trains again")
             return output
-        raise ValueError(f"{output} holds a finished training with other settings, data or steps "
-                         f"({finished.get('steps')} steps, fingerprint {finished.get('fingerprint')}); "
-                         f"use --restart to replace it, or another --output")
+        raise ConfigError(f"{output} holds a finished training with other settings, data or steps "
+                          f"({finished.get('steps')} steps, fingerprint {finished.get('fingerprint')}); "
+                          f"use --restart to replace it, or another --output")
+    encoder = encoder or load_encoder()
+    optimizer = torch.optim.AdamW(encoder.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    warmup = settings.warmup_steps or round(settings.warmup_ratio * total)
+    warm = max(warmup, 1)  # linear warm-up to lr over `warmup` steps, then linear decay to 0
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warmup))))
 
     ckpt_root = output / "checkpoints"
     if restart and rank == 0:
@@ -176,11 +185,10 @@ def train(sources: list[DataSource], model: str, output: Path, settings: TrainSe
     step_fn = cached_step if settings.gradient_cache else plain_step
     losses: list[float] = []
     plan, plan_epoch_no = [], -1
-    from tqdm.auto import tqdm
+    from fret.core.progress import Progress
 
-    # a live bar on a terminal (rank 0 only); the periodic log lines below serve logs and CI
-    bar = tqdm(total=total, initial=step, desc="fret train", unit="step", disable=None if rank == 0 else True,
-               dynamic_ncols=True, leave=False)
+    # a live bar on a terminal, periodic lines with the time left in a log (rank 0 only)
+    bar = Progress(total, "fret train", unit="step", initial=step, enabled=rank == 0)
     while step < total:
         epoch, index = divmod(step, per_epoch)
         if epoch != plan_epoch_no:
@@ -200,10 +208,7 @@ def train(sources: list[DataSource], model: str, output: Path, settings: TrainSe
         optimizer.zero_grad(set_to_none=True)
         step += 1
         losses.append(loss)
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-        if step % 10 == 0 or step == total:
-            log(f"fret train: step {step}/{total} loss {loss:.4f} lr {scheduler.get_last_lr()[0]:.2e}")
+        bar.update(1, note=f"loss {loss:.4f} lr {scheduler.get_last_lr()[0]:.2e}")
         if settings.checkpoint_every and step % settings.checkpoint_every == 0 and step < total:
             checkpoint.save(ckpt_root, step, run_id, settings.model_dump(), encoder.model, optimizer,
                             scheduler, settings.keep_checkpoints)

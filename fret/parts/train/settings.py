@@ -9,6 +9,8 @@ from typing import Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
+from fret.core.errors import ConfigError
+
 
 class TrainSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -57,12 +59,27 @@ class TrainSettings(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> "TrainSettings":
+        problems = []
         if (self.batch_size != "auto" and self.batch_size < 1) or self.mini_batch_size < 1:
-            raise ValueError("batch_size and mini_batch_size must be >= 1")
+            problems.append("batch_size and mini_batch_size must be >= 1")
         if self.temperature <= 0:
-            raise ValueError("temperature must be > 0")
+            problems.append("temperature must be > 0")
         if self.matryoshka_weights and len(self.matryoshka_weights) != len(self.matryoshka_dims):
-            raise ValueError("matryoshka_weights must have one weight per matryoshka_dims entry")
+            problems.append("matryoshka_weights must have one weight per matryoshka_dims entry")
+        for key in ("epochs", "max_length", "keep_checkpoints") + (("max_steps",) if self.max_steps is not None else ()):
+            if getattr(self, key) < 1:
+                problems.append(f"{key} must be >= 1 (got {getattr(self, key)})")
+        for key in ("hard_negatives", "checkpoint_every", "warmup_steps", "weight_decay"):
+            if getattr(self, key) < 0:
+                problems.append(f"{key} must be >= 0 (got {getattr(self, key)})")
+        if self.lr <= 0:
+            problems.append(f"lr must be > 0 (got {self.lr})")
+        if not 0 <= self.warmup_ratio < 1:
+            problems.append(f"warmup_ratio must be in [0, 1) (got {self.warmup_ratio})")
+        if any(d < 1 for d in self.matryoshka_dims):
+            problems.append(f"matryoshka_dims must be >= 1 (got {self.matryoshka_dims})")
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     @property
@@ -74,8 +91,8 @@ class TrainSettings(BaseModel):
         return self.same_tower and self.mode == "finetune"
 
 
-class SettingsError(ValueError):
-    """One-line message naming the offending key."""
+class SettingsError(ConfigError):
+    """One line per offending key (exit 2)."""
 
 
 def _parse_value(raw: str, is_list: bool, is_text: bool = False):
@@ -90,22 +107,33 @@ def _parse_value(raw: str, is_list: bool, is_text: bool = False):
 
 
 def apply_overrides(pairs: list[str], base: Optional[dict] = None) -> TrainSettings:
-    """apply_overrides(['temperature=0.02']) -> TrainSettings(temperature=0.02, ...)"""
-    values = dict(base or {})
+    """apply_overrides(['temperature=0.02']) -> TrainSettings(temperature=0.02, ...); every bad
+    `--set` is reported at once, one line each."""
+    values, problems = dict(base or {}), []
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         key = key.strip()
         if not sep:
-            raise SettingsError(f"--set {pair!r}: expected key=value")
+            problems.append(f"--set {pair!r}: expected key=value")
+            continue
         field = TrainSettings.model_fields.get(key)
         if field is None:
             known = ", ".join(TrainSettings.model_fields)
-            raise SettingsError(f"--set {key}: unknown training setting (known: {known})")
+            problems.append(f"--set {key}: unknown training setting (known: {known})")
+            continue
         kind = str(field.annotation)
-        values[key] = _parse_value(raw, "list" in kind, kind in ("Optional[str]", "typing.Optional[str]"))
+        try:
+            values[key] = _parse_value(raw, "list" in kind, kind in ("Optional[str]", "typing.Optional[str]"))
+        except yaml.YAMLError:
+            problems.append(f"--set {pair}: not a value (YAML)")
+    if problems:
+        raise SettingsError("\n".join(problems))
     try:
         return TrainSettings.model_validate(values)
     except ValidationError as err:
-        first = err.errors()[0]
-        where = str(first["loc"][0]) if first["loc"] else "settings"
-        raise SettingsError(f"--set {where}: {first['msg']} (got {first.get('input')!r})") from None
+        lines = []
+        for e in err.errors():
+            where = str(e["loc"][0]) if e["loc"] else "settings"
+            got = f" (got {e.get('input')!r})" if e["loc"] else ""
+            lines.append(f"--set {where}: {e['msg'].removeprefix('Value error, ')}{got}")
+        raise SettingsError("\n".join(lines)) from None

@@ -27,9 +27,14 @@ class SubRunStage(Stage):
     schema = schema_of(Unified)
     runs_in_driver = True  # a whole pipeline of its own (with its own executor)
 
+    @classmethod
+    def pipeline_file(cls, settings: SubRunSettings) -> Path:
+        """The sub-run's pipeline file (checked with its overrides before the recipe starts)."""
+        return Path(settings.pipeline or PIPELINES_DIR / f"{cls.name}.yaml")
+
     @property
     def pipeline(self) -> Path:
-        return Path(self.settings.pipeline or PIPELINES_DIR / f"{self.name}.yaml")
+        return self.pipeline_file(self.settings)
 
     def fingerprint(self) -> dict:
         return {"pipeline_sha256": hashlib.sha256(self.pipeline.read_bytes()).hexdigest()}
