@@ -1,4 +1,4 @@
-"""The Gecko loss against a direct transcription of the PAPERS.md formula, masking, Matryoshka."""
+"""The Gecko loss against a direct transcription of the Gecko paper's formula (arXiv 2403.20327), masking, Matryoshka."""
 import math
 
 import pytest
@@ -9,7 +9,7 @@ from fret.parts.train.loss import GeckoLoss, text_ids
 
 
 def formula(q, p, n, tau):
-    """PAPERS.md, written out term by term with Python loops (one hard negative each)."""
+    """The paper's loss, written out term by term with Python loops (one hard negative each)."""
     q, p, n = (F.normalize(x, dim=-1) for x in (q, p, n))
     s = lambda a, b: float(a @ b)
     total = 0.0

@@ -99,7 +99,7 @@ class Reranked(Record):
 
 
 class Unified(Record):
-    """The training example every pipeline ends in (DESIGN.md, Records)."""
+    """The training example every pipeline ends in (its columns: README.md, the unified record)."""
     id: str
     task: str
     query: str

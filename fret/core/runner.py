@@ -264,7 +264,7 @@ def run_pipeline(ctx: RunContext, stages: Optional[list[str]] = None, restart: b
                  restart_from: Optional[str] = None) -> dict[str, dict]:
     """Every stage in order; `run_one` is the executor's run_stage (local here, or Ray's).
     `restart_from`: that stage and every later one start over, the earlier ones resume."""
-    names = stages or PIPELINES[ctx.config.pipeline]
+    names = list(stages or PIPELINES[ctx.config.pipeline])
     first = names.index(restart_from) if restart_from in names else len(names)
     ctx.progress = progress  # sub-runs of a recipe show bars only when their parent does
     results = {}

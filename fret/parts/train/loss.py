@@ -1,4 +1,4 @@
-"""The Gecko contrastive loss with a Matryoshka term (PAPERS.md, Gecko fine-tuning loss).
+"""The Gecko contrastive loss with a Matryoshka term (Gecko, arXiv 2403.20327, its fine-tuning loss).
 
 For a batch of B examples (q_i, p_i+, p_i-) and cosine similarity s:
 

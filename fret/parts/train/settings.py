@@ -133,7 +133,9 @@ def apply_overrides(pairs: list[str], base: Optional[dict] = None) -> TrainSetti
     except ValidationError as err:
         lines = []
         for e in err.errors():
-            where = str(e["loc"][0]) if e["loc"] else "settings"
-            got = f" (got {e.get('input')!r})" if e["loc"] else ""
-            lines.append(f"--set {where}: {e['msg'].removeprefix('Value error, ')}{got}")
+            msg = e["msg"].removeprefix("Value error, ")
+            if e["loc"]:
+                lines.append(f"--set {e['loc'][0]}: {msg} (got {e.get('input')!r})")
+            else:  # checks across settings: one line each, naming the setting
+                lines.extend(f"training setting {part}" for part in msg.split("; "))
         raise SettingsError("\n".join(lines)) from None

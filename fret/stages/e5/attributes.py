@@ -1,4 +1,4 @@
-"""E5-mistral's sampled prompt attributes and its 93 languages (arXiv 2401.00368, PAPERS.md).
+"""E5-mistral's sampled prompt attributes and its 93 languages (arXiv 2401.00368).
 
 The paper draws each example's language from the languages of XLM-R "with more weight on
 high-resource ones", 93 in all. XLM-R's list has 100 entries; 6 of them are romanized or

@@ -1,4 +1,4 @@
-"""Stage `export` (E5-mistral): examples -> unified training rows (DESIGN.md, Records).
+"""Stage `export` (E5-mistral): examples -> unified training rows (its columns: README.md, the unified record).
 
 STS and bitext are symmetric (the target is formatted like the query); classification keeps
 (input, label, misleading label) as (query, positive, negative), the Instructor-style form the

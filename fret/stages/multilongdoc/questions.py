@@ -4,7 +4,7 @@ A paragraph of each document is drawn (seeded by the document id) among its para
 (blocks between blank lines) of at least `min_paragraph_words` words that are prose: blocks
 whose lines are mostly indented (code, grammar rules in the Python docs) are skipped. The
 paragraph, cut to `max_paragraph_words`, goes after BGE-M3's prompt, quoted as given
-(PAPERS.md): the English one, or the Chinese one for documents whose language is `zh`.
+(BGE-M3, arXiv 2402.03216): the English one, or the Chinese one for documents whose language is `zh`.
 The request carries `regex` (default: one line ending at its only question mark, per language), which
 backends with constrained decoding enforce; `grammar` (EBNF) replaces it where set. Every answer
 is checked all the same: one that is not one question is asked again (bounded), then rejected
