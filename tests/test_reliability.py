@@ -346,9 +346,11 @@ FIX = "give a model folder, a Hugging Face model name, or 'default'"
 IN_RUN = ["--quiet", *sum((["--set", s] for s in TINY), [])]
 BAD_PATHS = {  # case: (argv, exit code, what each line of stderr says)
     "eval --model missing": (["eval", "--model", NO_MODEL, "--sts", "{run}/sts.tsv"], 2,
-                             [f"fret: error: --model {NO_MODEL}: no such file or folder; {FIX}"]),
+                             ["fret: error: --sts {run}/sts.tsv: no such file or folder",  # both at once
+                              f"fret: error: --model {NO_MODEL}: no such file or folder; {FIX}"]),
     "eval --model not a model": (["eval", "--model", "{run}/notes", "--sts", "{run}/sts.tsv"], 2,
-                                 ["fret: error: --model {run}/notes: this folder holds no model "
+                                 ["fret: error: --sts {run}/sts.tsv: no such file or folder",
+                                  "fret: error: --model {run}/notes: this folder holds no model "
                                   f"(no config.json or modules.json); {FIX}"]),
     "train --model missing": (["train", "--data", "{data}", "--model", NO_MODEL, "--output", "{run}/m"], 2,
                               [f"fret: error: --model {NO_MODEL}: no such file or folder; {FIX}"]),
@@ -358,7 +360,8 @@ BAD_PATHS = {  # case: (argv, exit code, what each line of stderr says)
                                    f"(no config.json or modules.json); {FIX}"]),
     "embed.model missing": (["generate", "embed", PIPELINE, "--run-dir", "{run}", *IN_RUN,
                              "--set", f"embed.model={NO_MODEL}"], 2,
-                            [f"fret: error: model {NO_MODEL}: no such file or folder; {FIX}"]),
+                            [f"fret: error: embed.model: {NO_MODEL}: no such file or folder; {FIX} "
+                             f"(from --set embed.model={NO_MODEL})"]),
     "llm.model missing (transformers)": (["generate", "queries", PIPELINE, "--run-dir", "{run}", *IN_RUN,
                                           "--set", f"llm.model={NO_MODEL}"], 2,
                                          [f"fret: error: llm.model {NO_MODEL}: no such file or folder; {FIX}"]),

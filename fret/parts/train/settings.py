@@ -131,11 +131,12 @@ def apply_overrides(pairs: list[str], base: Optional[dict] = None) -> TrainSetti
     try:
         return TrainSettings.model_validate(values)
     except ValidationError as err:
-        lines = []
+        lines, by_key = [], {}
         for e in err.errors():
             msg = e["msg"].removeprefix("Value error, ")
-            if e["loc"]:
-                lines.append(f"--set {e['loc'][0]}: {msg} (got {e.get('input')!r})")
+            if e["loc"]:  # a union (batch_size: a number or 'auto') gives one error per member
+                by_key.setdefault(e["loc"][0], (e.get("input"), []))[1].append(msg)
             else:  # checks across settings: one line each, naming the setting
                 lines.extend(f"training setting {part}" for part in msg.split("; "))
+        lines = [f"--set {key}: {'; or '.join(msgs)} (got {got!r})" for key, (got, msgs) in by_key.items()] + lines
         raise SettingsError("\n".join(lines)) from None
