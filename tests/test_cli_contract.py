@@ -177,6 +177,11 @@ def test_each_printed_remedy_runs_as_printed(mixture, tmp_path, capsys):
     assert hint == ["generate", "convert", mixture, "--run-dir", run_dir, *first]
     shard.unlink()  # "delete it and run ..."
     assert main(hint) == 0 and main(["report", run_dir]) == 0
+    # a corrupt manifest: the hint starts that stage over, with the run's own settings
+    (tmp_path / "run" / "convert" / "_manifest.json").write_text("{not json")
+    capsys.readouterr()
+    hint = run_hint(capsys, ["generate", "mix", mixture, "--run-dir", run_dir, *first], code=1)
+    assert hint == ["generate", "convert", mixture, "--run-dir", run_dir, *first, "--restart"]
 
 
 def test_a_stage_with_0_rows_names_its_rejects_and_allow_empty_goes_on(mixture, tmp_path, capsys):

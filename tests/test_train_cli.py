@@ -8,6 +8,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from fret.core.errors import ConfigError
 from fret.core.records import Unified, schema_of, stable_id
 from fret.core.shards import write_json, write_table
 from fret.parts.bundled import wiki_summaries
@@ -138,7 +139,7 @@ def test_checkpoint_of_other_settings_is_refused(shards, tmp_path):
         train([DataSource(shards)], "default", out, settings,
               on_step=lambda s, l: (_ for _ in ()).throw(Interrupt()) if s == 2 else None)
     other = apply_overrides([*FAST, "temperature=0.1"])
-    with pytest.raises(RuntimeError, match="--restart"):
+    with pytest.raises(ConfigError, match="same command with --restart"):
         train([DataSource(shards)], "default", out, other)
 
 

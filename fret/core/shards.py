@@ -237,9 +237,10 @@ def load_manifest(stage_dir: Path) -> dict:
         manifest = exc
     if not isinstance(manifest, dict):
         why = f"not valid JSON: {manifest}" if isinstance(manifest, Exception) else "not a JSON object"
+        pipeline, overrides = run_settings(stage_dir.parent)
+        again = stage_command(stage_dir.name, pipeline, stage_dir.parent, overrides, restart=True)
         raise ShardError(f"{path}: this stage's manifest is corrupt ({why}); start stage "
-                         f"{stage_dir.name!r} over with `fret generate {stage_dir.name} PIPELINE "
-                         f"--run-dir {stage_dir.parent} --restart`")
+                         f"{stage_dir.name!r} over with `{again}`")
     return manifest
 
 

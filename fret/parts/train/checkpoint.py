@@ -57,9 +57,11 @@ def load(folder: Path, fingerprint: str, model, optimizer, scheduler) -> int:
     """Restore a checkpoint into the live objects; returns its step. Refuses another run's checkpoint."""
     meta = json.loads((folder / "meta.json").read_text())
     if meta["fingerprint"] != fingerprint:
-        raise RuntimeError(
+        from fret.core.errors import ConfigError
+        raise ConfigError(
             f"{folder}: checkpoint was made with other settings or data (fingerprint "
-            f"{meta['fingerprint']} != {fingerprint}); pass --restart to train from scratch")
+            f"{meta['fingerprint']} != {fingerprint}); run the same command with --restart to "
+            f"train from scratch")
     state = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])

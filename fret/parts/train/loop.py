@@ -165,7 +165,7 @@ def train(sources: list[DataSource], model: str, output: Path, settings: TrainSe
             return output
         raise ConfigError(f"{output} holds a finished training with other settings, data or steps "
                           f"({finished.get('steps')} steps, fingerprint {finished.get('fingerprint')}); "
-                          f"use --restart to replace it, or another --output")
+                          f"run the same command with --restart to replace it, or give another --output")
     encoder = encoder or load_encoder()
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     warmup = settings.warmup_steps or round(settings.warmup_ratio * total)
