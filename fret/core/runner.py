@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import yaml
-from tqdm import tqdm
 
 from ..parts.llm.base import Usage
 from ..stages import PIPELINES, stage_class
 from . import shards
 from .config import load_pipeline
 from .errors import RunError, warn
+from .progress import Progress
 from .executor_settings import check_threads, resolve_threads
 from .records import REJECT_SCHEMA
 from .stage import RunContext, Stage, StageError
@@ -232,11 +232,13 @@ def run_stage(ctx: RunContext, name: str, restart: bool = False, progress: bool 
     plan = plan_stage(ctx, name, restart, on_work)
     if plan.todo:
         plan.stage.setup()
-    bar = tqdm(plan.todo, desc=f"{name:>10}", unit="shard", disable=not progress, leave=True)
-    for index in bar:
-        entry = process_shard(plan.stage, index)
-        record_shard(plan, index, entry)
-        bar.set_postfix(rows=entry["rows_out"], rejected=sum(entry["rejected"].values()))
+    done = len(plan.manifest["shards"])  # a bar with the time left; periodic lines in a log
+    with Progress(done + len(plan.todo), f"{name:>10}", unit="shard", initial=done,
+                  enabled=progress) as bar:
+        for index in plan.todo:
+            entry = process_shard(plan.stage, index)
+            record_shard(plan, index, entry)
+            bar.update(1, note=f"{entry['rows_out']} rows, {sum(entry['rejected'].values())} rejected")
     return finish_stage(ctx, plan)
 
 
