@@ -83,7 +83,8 @@ def _parse(path: Path, text: str):
         raise ConfigError(f"{path}: not valid TOML: {str(exc).splitlines()[0]}") from None
     except (yaml.YAMLError, RecursionError) as exc:
         kind = "TOML" if path.suffix == ".toml" else "YAML"
-        raise ConfigError(f"{path}: not valid {kind}: {str(exc).splitlines()[0] if str(exc) else 'nested too deeply'}") from None
+        why = str(exc).splitlines()[0] if str(exc) else "nested too deeply"
+        raise ConfigError(f"{path}: not valid {kind}: {why}") from None
 
 
 def key_lines(text: str) -> dict[tuple[str, ...], int]:

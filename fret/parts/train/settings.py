@@ -66,7 +66,8 @@ class TrainSettings(BaseModel):
             problems.append("temperature must be > 0")
         if self.matryoshka_weights and len(self.matryoshka_weights) != len(self.matryoshka_dims):
             problems.append("matryoshka_weights must have one weight per matryoshka_dims entry")
-        for key in ("epochs", "max_length", "keep_checkpoints") + (("max_steps",) if self.max_steps is not None else ()):
+        counts = ("epochs", "max_length", "keep_checkpoints") + (("max_steps",) if self.max_steps is not None else ())
+        for key in counts:
             if getattr(self, key) < 1:
                 problems.append(f"{key} must be >= 1 (got {getattr(self, key)})")
         for key in ("hard_negatives", "checkpoint_every", "warmup_steps", "weight_decay"):
