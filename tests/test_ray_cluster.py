@@ -69,8 +69,19 @@ def three_nodes(tmp_path_factory):
             os.environ.pop(var, None)
 
 
-@pytest.mark.slow  # three Ray nodes and two FRet runs: about two minutes on 2 cores
-def test_several_nodes_driver_killed_then_a_node_lost(three_nodes, tmp_path, monkeypatch):
+@pytest.fixture
+def drivers():
+    """The `fret` driver processes a test starts: none outlives it, even when it fails."""
+    started: list[subprocess.Popen] = []
+    yield started
+    for driver in started:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+
+
+@pytest.mark.slow  # three Ray nodes and two FRet runs: under a minute on 2 quiet cores
+def test_several_nodes_driver_killed_then_a_node_lost(three_nodes, drivers, tmp_path, monkeypatch):
     from test_ray import FRET_STAGES, assert_same_run, rows_of, run  # needs Ray: imported here
     cluster, (node_a, node_b), logs = three_nodes
     with monkeypatch.context() as m:  # the local reference run logs nothing
@@ -84,6 +95,7 @@ def test_several_nodes_driver_killed_then_a_node_lost(three_nodes, tmp_path, mon
 
     # 1. The driver killed once its first model stage has made a shard; the same command again.
     driver = subprocess.Popen(cmd, cwd=TESTS)
+    drivers.append(driver)
     wait_for(lambda: shards.load_manifest(run_dir / "queries").get("shards"), "a queries shard", driver)
     os.kill(driver.pid, signal.SIGKILL)
     driver.wait()
@@ -91,6 +103,7 @@ def test_several_nodes_driver_killed_then_a_node_lost(three_nodes, tmp_path, mon
     nodes_log = logs / "nodes.log"
     before = len(lines(nodes_log))
     driver = subprocess.Popen(cmd, cwd=TESTS, stderr=subprocess.PIPE, text=True)
+    drivers.append(driver)
 
     # 2. Node B vanishes while its actor is in the middle of a rerank shard (its third request
     # of a shard of 20 or more): its worker processes and its raylet, killed.
@@ -102,7 +115,7 @@ def test_several_nodes_driver_killed_then_a_node_lost(three_nodes, tmp_path, mon
     for pid in set(b_scoring()):
         os.kill(int(pid), signal.SIGKILL)
     cluster.remove_node(node_b, allow_graceful=False)
-    _, err = driver.communicate(timeout=240)
+    _, err = driver.communicate(timeout=240)  # before the fix: hung at export (past 150 s)
     assert driver.returncode == 0, err
     assert "was lost" in err  # the retry is said
 
