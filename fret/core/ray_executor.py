@@ -5,7 +5,8 @@ The driver (the `fret` command) plans each stage exactly as the local runner doe
 the only writer of `_manifest.json`: a worker makes a shard with `runner.process_shard` (rows
 and rejects under a temporary name unique to the attempt, then renamed into the run folder) and
 returns its manifest entry, which the driver records. So output is identical to the local
-executor's, and a killed driver resumes like a killed local run.
+executor's (model workers compute with `executor.threads`, as the local run does), and a
+killed driver resumes like a killed local run.
 
 A stage that holds a model (`Stage.uses_model`: the LLM stages, embed, mine) runs on a pool of
 actors, each building the stage and running `setup()` once, then `process(index)` shard after
@@ -18,10 +19,13 @@ ending the pool first, since idle actors hold CPUs and GPUs that its tasks need.
 stay in the driver (sub-runs, training) run there through the local runner.
 
 Faults: a system error (the worker process or its node died, an object was lost) sends the
-shard again, to the restarted actor or another one, up to `executor.max_attempts` attempts;
-then the stage fails naming the shard. An error raised by the stage's own code (bad input) is
-not retried and is raised in the driver as it would be locally, with the same message.
-Shards finished before either failure stay recorded.
+shard again, to another actor, up to `executor.max_attempts` attempts (recorded in the shard's
+entry: `retries`, `lost`), and a new actor is asked for in the lost one's place; then the stage
+fails naming the shard. Ray restarts no actor itself: a restart that no live node can hold
+would keep the shards sent to it waiting forever, so an actor gets shards only once it has
+answered, and a worker no live node can hold ends the stage in one line. An error raised by the
+stage's own code (bad input) is not retried and is raised in the driver as it would be locally,
+with the same message. Shards finished before either failure stay recorded.
 """
 from __future__ import annotations
 
