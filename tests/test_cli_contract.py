@@ -5,14 +5,20 @@ with the exit code the contract gives, one `fret: error:` line per problem, no t
 nothing loaded or written before the check. The hint tests copy each printed remedy, run it as
 it is, and check the command that failed then goes through.
 """
+import contextlib
+import io
 import re
 import shlex
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fret.cli import main
 from fret.core import shards
+from fuzzing import fuzz
 
 ROOT = Path(__file__).resolve().parent.parent
 FRET = str(ROOT / "pipelines" / "fret.yaml")
@@ -193,3 +199,31 @@ def test_a_stage_with_0_rows_names_its_rejects_and_allow_empty_goes_on(mixture, 
     assert len(err) == 1 and "stage 'convert' ended with 0 rows" in err[0] and "--allow-empty" in err[0]
     assert not (tmp_path / "run" / "mix").exists()
     assert main([*argv, "--quiet", "--allow-empty"]) in (0, 1)  # on to mix, which may stop on its own
+
+
+# --- generated bad command lines ------------------------------------------------------------------
+
+WORDS = st.sampled_from(["--set", "--run-dir", "--restart", "--restart-from", "--quiet", "--data", "--model",
+                         "--output", "--limit", "--top-n", "--rerank", "--sts", "--dims", "--json", "-x", "--",
+                         "sample.size=0", "=", "x=1", FRET, "/no/such", "0", "-1", "llm.backend=", "--set=a"])
+COMMANDS = st.sampled_from([["run"], ["generate", "sample"], ["generate", "bogus"], ["train"], ["eval"],
+                            ["export"], ["report"], []])
+
+
+@fuzz(40)
+@given(COMMANDS, st.lists(WORDS | st.text(max_size=8).filter(lambda w: not w.startswith("-")), max_size=6))
+def test_generated_bad_command_lines_keep_the_contract(command, words):
+    """Whatever the words, a command line that cannot run (it always carries a bad --set or a
+    missing path) exits 2 with only `fret: error:` lines and no traceback, and writes nothing."""
+    with tempfile.TemporaryDirectory() as tmp:
+        bad = {"run": ["--set", "nosuch.key=1"], "generate": ["--set", "nosuch.key=1"],
+               "train": ["--data", f"{tmp}/none"], "eval": ["--sts", f"{tmp}/none"],
+               "export": [f"{tmp}/none"], "report": [f"{tmp}/none"]}.get(command[0] if command else "", ["bogus"])
+        argv = [*command, *words, *bad, "--run-dir", f"{tmp}/r", "--output", f"{tmp}/m"]
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            code = main(argv)
+        lines = err.getvalue().strip().splitlines()
+        assert code == 2, (argv, lines)
+        assert lines and all(line.startswith("fret: error: ") for line in lines), (argv, lines)
+        assert sorted(p.name for p in Path(tmp).iterdir()) == []  # nothing written
