@@ -35,10 +35,9 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from tqdm import tqdm
-
 from .errors import RunError, warn
 from .executor_settings import ExecutorSettings, StageResources, resolve_threads
+from .progress import Progress
 from .runner import StagePlan, finish_stage, plan_stage, run_stage
 from .stage import RunContext
 from ..stages import stage_class
@@ -165,9 +164,9 @@ class RayExecutor:
             return run_stage(ctx, name, restart=restart, progress=progress, on_work=on_work)
         plan = plan_stage(ctx, name, restart, on_work)
         if plan.todo:
-            bar = tqdm(total=len(plan.todo), desc=f"{name:>10}", unit="shard", disable=not progress,
-                       leave=True)
-            with bar:
+            done = len(plan.manifest["shards"])  # as the local runner: the time left; lines in a log
+            with Progress(done + len(plan.todo), f"{name:>10}", unit="shard", initial=done,
+                          enabled=progress) as bar:
                 if plan.stage.uses_model:
                     self._on_actors(ctx, plan, bar, self._take_actors(ctx, plan))
                 elif self._pool_fits(ctx, plan):
@@ -181,8 +180,7 @@ class RayExecutor:
         if lost:  # attempts on workers that were lost: `fret report` names the retried shards
             entry.update(retries=len(lost), lost=lost)
         record_shard(plan, index, entry)
-        bar.update(1)
-        bar.set_postfix(rows=entry["rows_out"], rejected=sum(entry["rejected"].values()))
+        bar.update(1, note=f"{entry['rows_out']} rows, {sum(entry['rejected'].values())} rejected")
 
     def _gave_up(self, plan: StagePlan, index: int, attempts: int, exc) -> RunError:
         from .shards import shard_name
