@@ -56,6 +56,23 @@ def import_ray():
     return ray
 
 
+def reenter_cwd() -> None:
+    """Stand in the working directory again if it was deleted under this process.
+
+    A driver run by `ray job submit --working-dir` stands in the job's unpacked copy, which Ray
+    may unpack anew (delete and create again, same path), e.g. when a worker node on the same
+    host sets the job up: relative paths and `os.getcwd()` then fail with a bare
+    FileNotFoundError. $PWD still names it. Checked at each stage and each worker spec."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        pwd = os.environ.get("PWD", "")
+        if not os.path.isdir(pwd):
+            raise RunError("the working directory of this command was deleted (by Ray?) and "
+                           "$PWD names none: run it from a folder that stays") from None
+        os.chdir(pwd)
+
+
 def system_errors(ray) -> tuple[type, ...]:
     """Ray's errors that say a worker, node or object was lost: the shard itself did not fail."""
     e = ray.exceptions
@@ -74,6 +91,7 @@ def backend_modules(ctx: RunContext) -> list[str]:
 
 def worker_spec(ctx: RunContext, threads: int) -> dict:
     """All a worker needs to rebuild the driver's stages, without the pipeline file."""
+    reenter_cwd()
     return {"config": ctx.config.model_dump(mode="json"), "run_dir": str(ctx.run_dir.resolve()),
             "pipeline_path": str(ctx.pipeline_path) if ctx.pipeline_path else None,
             "threads": threads, "imports": backend_modules(ctx), "cwd": os.getcwd()}
@@ -157,6 +175,7 @@ class RayExecutor:
 
     def __call__(self, ctx: RunContext, name: str, restart: bool = False, progress: bool = True,
                  on_work: Optional[Callable[[], None]] = None) -> dict:
+        reenter_cwd()
         if stage_class(ctx.config.pipeline, name).runs_in_driver:
             # A sub-run's own executor needs the cluster's CPUs, and training takes this machine's
             # CPUs and GPUs outside Ray: idle actors would hold them (and their models' memory).
