@@ -123,12 +123,15 @@ def _check_run(args):
 def _run(args) -> int:
     from .core.executors import make_executor
     from .core.lock import folder_lock
-    from .core.runner import open_run, run_pipeline
+    from .core.runner import open_run, refuse_mixing_first, run_pipeline
+    from .stages import PIPELINES
     config, kind = _check_run(args)
     ctx = open_run(args.pipeline, args.run_dir, args.overrides, config=config)
     ctx.command, ctx.allow_empty = args.command, args.allow_empty
     stages = [args.stage] if args.command == "generate" else None
     with folder_lock(ctx.run_dir):  # one writer per run folder, for the whole command
+        refuse_mixing_first(ctx, stages or list(PIPELINES[config.pipeline]), args.restart,
+                            getattr(args, "restart_from", None))
         run_one, close = make_executor(ctx.config.executor, kind, args.ray_address)
         try:
             results = run_pipeline(ctx, stages, restart=args.restart, progress=not args.quiet,

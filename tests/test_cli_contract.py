@@ -165,13 +165,22 @@ def test_each_printed_remedy_runs_as_printed(mixture, tmp_path, capsys):
     assert hint == ["run", mixture, "--run-dir", run_dir, *changed, "--restart-from", "convert"]
     assert main(["run", mixture, "--run-dir", run_dir, *changed]) == 0  # the folder is consistent
     assert len(shards.load_manifest(tmp_path / "run" / "convert")["shards"]) >= 1
+    # a changed setting of a late stage stops `fret run` before the first stage works
+    manifest = tmp_path / "run" / "convert" / "_manifest.json"
+    written = manifest.stat().st_mtime_ns
+    hint = run_hint(capsys, ["run", mixture, "--run-dir", run_dir, *changed, "--set", "mix.total=2"])
+    assert hint[-2:] == ["--restart-from", "mix"] and manifest.stat().st_mtime_ns != written  # the hint ran
+    written = manifest.stat().st_mtime_ns
+    assert main(["run", mixture, "--run-dir", run_dir, *changed, "--set", "mix.total=1"]) == 2
+    assert manifest.stat().st_mtime_ns == written  # refused before `convert` was even looked at
+    capsys.readouterr()
     # under `fret generate`: that stage, with --restart
     hint = run_hint(capsys, ["generate", "convert", mixture, "--run-dir", run_dir, *first])
     assert hint == ["generate", "convert", mixture, "--run-dir", run_dir, *first, "--restart"]
     # a damaged shard of an earlier stage: the hint redoes it
     shard = tmp_path / "run" / "convert" / "part-00000.parquet"
     shard.write_bytes(shard.read_bytes()[:-20])
-    hint = run_hint(capsys, ["generate", "mix", mixture, "--run-dir", run_dir, *first], code=1)
+    hint = run_hint(capsys, ["generate", "mix", mixture, "--run-dir", run_dir, *first, "--restart"], code=1)
     assert hint == ["generate", "convert", mixture, "--run-dir", run_dir, *first]
     assert main(["generate", "mix", mixture, "--run-dir", run_dir, *first, "--restart"]) == 0
     # `fret report` has no pipeline file on its line: its hint takes the run's own from _settings.json

@@ -92,6 +92,24 @@ def _refuse_mixing(ctx: RunContext, name: str, digest: str) -> None:
             f"new shards. Start it over with: {_fix(ctx, name, restart=True)}{later}")
 
 
+def refuse_mixing_first(ctx: RunContext, names: list[str], restart: bool = False,
+                        restart_from: Optional[str] = None) -> None:
+    """Before any stage runs: the refusal a stage of `names` would give for settings that do not
+    match its shards. A stage's hash follows from its settings and its inputs' hashes (those this
+    command makes first, else those on disk), so a changed setting of a late stage stops the
+    command before the early stages work."""
+    if restart:
+        return
+    first = names.index(restart_from) if restart_from in names else len(names)
+    digests: dict[str, str] = {}
+    for name in names[:first]:
+        stage = make_stage(ctx, name)
+        upstream = {u: digests[u] if u in digests else shards.load_manifest(ctx.stage_dir(u)).get("settings_hash")
+                    for u in _inputs(stage)}
+        digests[name] = settings_hash(stage, upstream)
+        _refuse_mixing(ctx, name, digests[name])
+
+
 def make_stage(ctx: RunContext, name: str) -> Stage:
     return stage_class(ctx.config.pipeline, name)(ctx, getattr(ctx.config, name))
 
