@@ -140,7 +140,7 @@ def evaluate(args, model: str, name: str, log: Path) -> tuple[dict, float]:
     results = json.loads(out.read_text())["results"]
     figures = {}
     for column, (_, path, metric) in SETS.items():
-        hits = [r for r in results if str(path) in str(r["data"]) and r["metric"] == metric]
+        hits = [r for r in results if path.name in str(r["data"]) and r["metric"] == metric]
         if hits:
             top = max(hits, key=lambda r: r["dim"])  # the full dimension
             figures[column] = 100 * top["value"]

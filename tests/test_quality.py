@@ -9,7 +9,7 @@ import fakes  # noqa: F401  (registers the fake backend)
 from conftest import ROOT
 from fret.cli import main
 from fret.core import shards
-from fret.core.runner import open_run, run_pipeline
+from fret.core.runner import make_stage, open_run, run_pipeline
 from fret.html_report import collect
 from fret.parts.quality import copy_overlap, quality, quality_lines
 
@@ -95,3 +95,17 @@ def test_seed_positive_and_embedder_negative_without_the_llm(run_copy):
     assert shards.load_manifest(run_copy / "rerank")["totals"]["llm"]["calls"] == 0
     exported = [r for p in shards.stage_shards(run_copy / "export") for r in shards.read_rows(p)]
     assert all(json.loads(r["meta"])["positive_is_seed"] for r in exported)
+
+
+def test_round_trip_consistency_rejects_queries_whose_seed_is_not_retrieved(run_copy):
+    overrides = json.loads((run_copy / "_settings.json").read_text())["overrides"]
+    ctx = open_run(ROOT / "pipelines" / "fret.yaml", run_copy, [*overrides, "rerank.max_seed_rank=1"])
+    mined = [r for p in shards.stage_shards(run_copy / "mine") for r in shards.read_rows(p)]
+    assert all(r["candidate_ids"][0] == r["passage_id"] for r in mined)  # the fixture's seeds all come first
+    moved = {**mined[0], "candidate_ids": mined[0]["candidate_ids"][::-1]}
+    kept, rejects = make_stage(ctx, "rerank")._consistent([moved, *mined[1:]])
+    assert kept == mined[1:]
+    assert [(r.id, r.reason) for r in rejects] == [(moved["id"], "seed_not_retrieved")]
+    run_pipeline(ctx, stages=["rerank"], restart=True, progress=False)  # the stage keeps every seed at rank 1
+    totals = shards.load_manifest(run_copy / "rerank")["totals"]
+    assert totals["rows_in"] == totals["rows_out"] == len(mined) and not totals["rejected"]

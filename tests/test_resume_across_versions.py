@@ -21,7 +21,9 @@ from fret.stages import PIPELINES
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "fret_run"
 FIXTURE_SETTINGS = ["llm.backend=fake", "corpus.sources.0.limit=24", "sample.size=4",
-                    "sample.shard_size=2", "mine.top_n=3", "queries.max_attempts=2"]
+                    "sample.shard_size=2", "mine.top_n=3", "queries.max_attempts=2",
+                    # the fixture was made before these queries checks existed: their old behaviour
+                    "queries.max_copy_overlap=1.0", "queries.check_language=false", "queries.language_templates={}"]
 
 # Overrides keep the hashes free of this machine: fake backends, no local files whose mtime
 # counts (convert), no Python version (the multilongdoc `pydoc` source).
@@ -33,9 +35,9 @@ OVERRIDES = {
     "recipe": ["convert.datasets=[]"],
 }
 HASHES = {
-    "fret": {"corpus": "fddd5e850616ef60", "sample": "2816312016325f14", "queries": "1e6144ca9b1c1078",
-             "embed": "db2344a2bcf932c0", "mine": "7703862e6a5f8ab9", "rerank": "965700fa753cb769",
-             "export": "e149c7c1b20805e0"},
+    "fret": {"corpus": "fddd5e850616ef60", "sample": "2816312016325f14", "queries": "bf5ba1606ee40360",
+             "embed": "db2344a2bcf932c0", "mine": "4132ef48f283be03", "rerank": "821c45bcb92db29a",
+             "export": "d0d1f33f92222fac"},
     "e5": {"brainstorm": "9a20e47ee570adb1", "examples": "a45238ce24af41b9", "export": "80510de674ba8a15"},
     "multilongdoc": {"longdocs": "9cc4843e79eccaad", "questions": "e1ad1607bd25dda8",
                      "embed": "ebca306a52b45ab9", "mine": "5df4ba3cf87b442b", "export": "8871264830505dd7"},

@@ -35,6 +35,23 @@ def test_parse_answer_rejects_with_reason(answer, reason):
     assert err.value.reason == reason
 
 
+@pytest.mark.parametrize("answer, language, reason", [
+    ("Given x\nQuery: la guerra de la guerra de la guerra", "es", "repeats"),
+    ("Given x\nQuery: the Amazon River in South America largest", "en", "copies_passage"),  # 4 of 6 trigrams
+    ("Given x\nQuery: which river carries the most water in the whole world", "es", "wrong_language"),
+])
+def test_parse_answer_rejects_loops_near_copies_and_wrong_language(answer, language, reason):
+    with pytest.raises(Invalid) as err:
+        parse_answer(answer, PASSAGE, 48, DEFAULT, max_copy_overlap=0.5, language=language)
+    assert err.value.reason == reason
+
+
+def test_parse_answer_keeps_a_query_in_the_passages_language():
+    es = "El río Amazonas es el río más caudaloso del mundo."
+    assert parse_answer("Given x\nQuery: cuál es el río que lleva más agua en todo el mundo", es, 48, DEFAULT,
+                        max_copy_overlap=0.5, language="es")[1].startswith("cuál")
+
+
 def test_ranks_break_ties_by_candidate_order():
     assert ranks([0.1, 0.9, 0.1]) == [2, 1, 3]
     assert ranks([-1.0, -3.0, -2.0]) == [1, 3, 2]

@@ -1,4 +1,4 @@
-"""Stage `export` (FRet): reranked queries -> unified training examples (DESIGN.md, Records)."""
+"""Stage `export` (FRet): reranked queries -> unified training examples (its columns: README.md, the unified record)."""
 from __future__ import annotations
 
 import json

@@ -18,13 +18,18 @@ from collections import Counter
 from pathlib import Path
 from typing import Optional
 
+from pydantic import Field
+
 from ...core.config import ExistingPath, Section
 from ...core.errors import FretError
 from ...core.records import Query, schema_of, stable_id
 from ...core.stage import ShardOutput, Stage
+from ...parts.decontam import words
 from ...parts.jsonl import BadLine, json_lines
+from ...parts.langid import check as check_language
 from ...parts.llm import GenerateRequest
 from ...parts.prompts import load_template
+from ...parts.quality import copy_overlap
 from ..shared.ask import Ask, Invalid, ask_all, request_seed
 
 
@@ -61,6 +66,15 @@ class QueriesSettings(Section):
     temperature: float = 0.0
     retry_temperature: float = 0.8
     max_query_words: int = 48
+    # A query whose word trigrams are this share or more of its passage's copies it (measured
+    # with benchmarks/bench_synthetic.py: small LLMs copy the first sentence; 1.0 = off).
+    max_copy_overlap: float = Field(0.5, ge=0, le=1)
+    check_language: bool = True  # reject a query that langid judges to be in another language than its passage
+    # Few-shot prompts written in a passage's language, by language code; other languages get
+    # `template` (SmolLM2 given English examples writes English queries for Spanish passages).
+    language_templates: dict[str, str] = {"es": "fret_query_es.jinja"}
+    # The values that give the behaviour of runs made before these keys (left out of their hash)
+    new_keys = {"max_copy_overlap": 1.0, "check_language": False, "language_templates": {}}
     max_passage_words: int = 200  # the passage is cut to this many words inside the prompt
     regex: Optional[str] = QUERY_REGEX  # the answer's line format, enforced while decoding; null = off
     grammar: Optional[str] = None  # an EBNF grammar (`root ::= ...`); when set, used instead of regex
@@ -87,8 +101,15 @@ def _first_block(text: str) -> list[str]:
     return block
 
 
-def parse_answer(text: str, passage: str, max_query_words: int,
-                 default_task: str) -> tuple[str, str, bool]:
+def repeats(text: str) -> bool:
+    """A word trigram said twice: a greedy small model's loop. repeats('la guerra de la guerra de') -> True"""
+    w = words(text)
+    grams = [tuple(w[i:i + 3]) for i in range(len(w) - 2)]
+    return len(set(grams)) < len(grams)
+
+
+def parse_answer(text: str, passage: str, max_query_words: int, default_task: str,
+                 max_copy_overlap: float = 1.0, language: Optional[str] = None) -> tuple[str, str, bool]:
     """'Given a claim...\nQuery: X' -> ('Given a claim...', 'X', False); Invalid(reason) otherwise.
 
     Small models often skip the task line and write 'Question: X': the query is kept and the
@@ -113,6 +134,13 @@ def parse_answer(text: str, passage: str, max_query_words: int,
         raise Invalid("query_equals_task")
     if len(query.split()) >= 6 and _norm(query) in _norm(passage):
         raise Invalid("copies_passage")
+    if repeats(query):
+        raise Invalid("repeats")
+    # Queries under 4 words are not judged: a short keyword query shares words with any passage
+    if max_copy_overlap < 1 and len(words(query)) >= 4 and copy_overlap(query, passage) >= max_copy_overlap:
+        raise Invalid("copies_passage")
+    if language and check_language(query, language).rejects:
+        raise Invalid("wrong_language")
     return task, query, defaulted
 
 
@@ -167,12 +195,14 @@ class QueriesStage(Stage):
         self.uses_llm = settings.from_file is None
         self.uses_model = self.uses_llm
         self.template = load_template(settings.template)
+        self.by_language = {lang: load_template(name) for lang, name in settings.language_templates.items()}
 
     def fingerprint(self) -> dict:
         if self.settings.from_file:
             import hashlib
             return {"from_file_sha256": hashlib.sha256(Path(self.settings.from_file).read_bytes()).hexdigest()}
-        return {"template": self.template.hash}
+        languages = {lang: t.hash for lang, t in sorted(self.by_language.items())}
+        return {"template": self.template.hash, **({"language_templates": languages} if languages else {})}
 
     def shard_indices(self) -> list[int]:
         if self.settings.from_file:
@@ -193,7 +223,9 @@ class QueriesStage(Stage):
         asks = [Ask(key=p["id"], request=functools.partial(self._request, p, task_type[p["id"]]),
                     parse=functools.partial(parse_answer, passage=p["text"],
                                             max_query_words=s.max_query_words,
-                                            default_task=s.task_types[task_type[p["id"]]].task))
+                                            default_task=s.task_types[task_type[p["id"]]].task,
+                                            max_copy_overlap=s.max_copy_overlap,
+                                            language=p["language"] if s.check_language else None))
                 for p in passages]
         counts: Counter = Counter()
         answers, failures = ask_all(self.ctx.llm, asks, s.max_attempts, counts, stage=self.name)
@@ -216,8 +248,9 @@ class QueriesStage(Stage):
     def _request(self, passage: dict, task_type: str, attempt: int) -> GenerateRequest:
         s = self.settings
         text = " ".join(passage["text"].split()[:s.max_passage_words])
-        prompt = self.template.render(task_type=s.task_types[task_type].label, passage=text,
-                                      title=passage.get("title") or "")
+        template = self.by_language.get(passage.get("language") or "", self.template)
+        prompt = template.render(task_type=s.task_types[task_type].label, passage=text,
+                                 title=passage.get("title") or "")
         return GenerateRequest(
             prompt=None if s.chat else prompt,
             messages=(("user", prompt),) if s.chat else None,

@@ -51,7 +51,11 @@ class RerankSettings(Section):
     # fused: the top passage under the fusion (FRet); seed: the passage the query was written
     # from, whatever the LLM says (the Promptagator / InPars baseline, for ablations)
     positive: Literal["fused", "seed"] = "fused"
-    new_keys = {"positive": "fused"}
+    # Round-trip consistency (Promptagator): keep a query only if the seed embedder ranks its
+    # seed passage within this many candidates; others are rejected (`seed_not_retrieved`)
+    # before any LLM scoring. null = keep all.
+    max_seed_rank: Optional[int] = Field(None, ge=1)
+    new_keys = {"positive": "fused", "max_seed_rank": None}
 
 
 def ranks(scores: list[float]) -> list[int]:
@@ -194,7 +198,7 @@ class RerankStage(Stage):
 
     def process(self, index: int) -> ShardOutput:
         s = self.settings
-        mined = self.ctx.read_shard("mine", index)
+        mined, rejects = self._consistent(self.ctx.read_shard("mine", index))
         wanted = [c for m in mined for c in m["candidate_ids"]]
         wanted += [m["passage_id"] for m in mined] if s.positive == "seed" else []
         texts = {pid: passage_text(r["text"], s.max_passage_words)
@@ -204,7 +208,7 @@ class RerankStage(Stage):
         # QL stays asked for where it is wanted, so that its absence is counted (ql_unavailable)
         wanted = set(weights) | ({"ql"} if s.fusion.get("ql") else set())
         scores = score_pairs(self.ctx.llm, s, self.ql, self.rc, pairs, wanted)
-        rows, rejects, counts, at = [], [], Counter(scores.counts), 0
+        rows, counts, at = [], Counter(scores.counts), 0
         for m in mined:
             n = len(m["candidate_ids"])
             ql = scores.ql[at:at + n] if scores.ql is not None else None
@@ -216,7 +220,22 @@ class RerankStage(Stage):
             row = self._choose(m, ql, rc, texts, weights)
             counts["positive_is_seed"] += row["positive_is_seed"]
             rows.append(row)
-        return ShardOutput(rows=rows, rejects=rejects, rows_in=len(mined), counts=counts)
+        return ShardOutput(rows=rows, rejects=rejects, rows_in=len(mined) + len(rejects), counts=counts)
+
+    def _consistent(self, mined: list[dict]) -> tuple[list[dict], list]:
+        """The mined rows whose seed passage the embedder retrieved within `max_seed_rank`, and
+        a reject for each other one (user queries without a seed passage are kept)."""
+        k = self.settings.max_seed_rank
+        if k is None:
+            return mined, []
+        kept, rejects = [], []
+        for m in mined:
+            if m["passage_id"] is None or m["passage_id"] in m["candidate_ids"][:k]:
+                kept.append(m)
+            else:
+                rejects.append(self.reject(m["id"], "seed_not_retrieved",
+                                           detail=f"seed passage not in the embedder's top {k}"))
+        return kept, rejects
 
     def _choose(self, m: dict, ql: Optional[list[float]], rc: Optional[list[float]], texts: dict,
                 weights: dict[str, float]) -> dict:
