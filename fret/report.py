@@ -58,6 +58,18 @@ def _short(value, width: int = 100) -> str:
     return textwrap.shorten(text, width=width, placeholder=" ...")
 
 
+def retried_shards(stage_dir: Path) -> list[str]:
+    """The shards a Ray run sent again after the worker holding them was lost (their manifest
+    entries' `retries` and `lost`), and where they were finally made."""
+    lines = []
+    for name, entry in sorted(shards.load_manifest(stage_dir).get("shards", {}).items()):
+        if entry.get("retries"):
+            lost = "; ".join(_short(x, 160) for x in entry.get("lost") or [])
+            lines.append(f"retried {name}: {entry['retries']} attempt(s) lost ({lost}); made by "
+                         f"{entry.get('worker', '?')} on node {str(entry.get('node', '?'))[:12]}")
+    return lines
+
+
 def format_stage(stage_dir: Path, examples: int, run_dir: Path) -> str:
     s = stage_summary(stage_dir)
     s["stage"] = str(stage_dir.relative_to(run_dir)).replace("runs/", "", 1)
@@ -74,6 +86,7 @@ def format_stage(stage_dir: Path, examples: int, run_dir: Path) -> str:
     for key, n in sorted(s.get("counts", {}).items()):
         lines.append(f"   {key}: {n}")
     lines.extend(f"   {note}" for note in stage_notes(stage_dir, s))
+    lines.extend(f"   {line}" for line in retried_shards(stage_dir))
     paths = shards.stage_shards(stage_dir)
     for col, counter in breakdowns(paths).items():
         lines.append(f"   by {col}: " + ", ".join(f"{k}={v}" for k, v in counter.most_common(12)))

@@ -109,3 +109,15 @@ def test_round_trip_consistency_rejects_queries_whose_seed_is_not_retrieved(run_
     run_pipeline(ctx, stages=["rerank"], restart=True, progress=False)  # the stage keeps every seed at rank 1
     totals = shards.load_manifest(run_copy / "rerank")["totals"]
     assert totals["rows_in"] == totals["rows_out"] == len(mined) and not totals["rejected"]
+
+
+def test_report_names_the_shards_a_lost_worker_made_retry(run_copy, capsys):
+    rerank = run_copy / "rerank"
+    manifest = shards.load_manifest(rerank)
+    name = sorted(manifest["shards"])[0]
+    manifest["shards"][name].update(retries=1, lost=["node 4f2a lost: ActorDiedError"], worker="4f2a-123",
+                                    node="9858707178bcdeadbeef")
+    shards.save_manifest(rerank, manifest)
+    assert main(["report", str(run_copy)]) == 0
+    out = capsys.readouterr().out
+    assert f"retried {name}: 1 attempt(s) lost (node 4f2a lost: ActorDiedError); made by 4f2a-123 on node 9858707178bc" in out

@@ -247,6 +247,9 @@ def run(args, embedder, formatting, plan: Optional[Plan] = None, data: Optional[
                        "seconds": round(time.monotonic() - started, 3)}}
     finally:
         ctx.close()
+    # The teacher is no stage of the run's pipeline: its manifest carries the notes `fret report` shows
+    from fret.stages.fret.rerank import rerank_notes
+    manifest["totals"]["notes"] = rerank_notes(manifest["totals"])
     out = args.run_dir / STAGE
     shards.write_table(out / shards.shard_name(0), rows, tasks.EVAL_SCHEMA)
     manifest["shards"] = {shards.shard_name(0): manifest["totals"]}
