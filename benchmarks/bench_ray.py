@@ -40,6 +40,8 @@ def overrides(name: str, args) -> list[str]:
     per_worker = {"ray1": f"{{num_cpus: {args.cpus}, workers: 1}}", "ray2": "{num_cpus: 1, workers: 2}"}
     if name in per_worker:
         s += [f"executor.stages.{stage}={per_worker[name]}" for stage in MODEL_STAGES]
+    if name == "ray2":  # one thread per 1-CPU worker, as (b) measures (threads default to the driver's cores)
+        s.append("executor.threads=1")
     return s
 
 
